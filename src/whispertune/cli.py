@@ -1,0 +1,91 @@
+"""The `whispertune` command: a thin layer over the Python API.
+
+Each subcommand lives in `whispertune/commands/<name>.py` with `register(subparsers)` (adds its
+parser and sets `func`). Config-driven commands accept `--section.key value` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import UserError
+
+# Subcommand modules, in the order `whispertune --help` lists them.
+COMMANDS = [
+    "demo",
+    "synth",
+    "train",
+    "evaluate",
+    "transcribe",
+    "import_ct2",
+    "merge",
+    "export",
+    "push",
+]
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate `--section.key value` / `--section.key=value` flags from ordinary arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if "." in name and not name.startswith("."):
+            if "=" in arg:
+                overrides.append(arg[2:])
+            elif i + 1 < len(argv):
+                overrides.append(f"{name}={argv[i + 1]}")
+                i += 1
+            else:
+                raise UserError(f"{arg}: missing value")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whispertune",
+        description="Fine-tune Whisper with LoRA on a quantized base, evaluate, transcribe and export.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"whispertune.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"whispertune.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        rest, overrides = split_overrides(argv)
+        parser = build_parser()
+        args = parser.parse_args(rest)
+        args.overrides = overrides
+        result = args.func(args)
+        return int(result or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"whispertune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("whispertune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `whispertune` subcommand; each defines `register(subparsers)`."""

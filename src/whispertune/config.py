@@ -1,0 +1,276 @@
+"""Typed configuration: dataclasses filled from YAML files and `--section.key value` flags.
+
+Every value is checked against its declared type; an unknown key or a wrong type raises
+ConfigError naming the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "embedded:whisper-base"  # Hub id, local dir, or embedded:whisper-base / embedded:tiny.en
+    language: str | None = "marathi"  # name ("Marathi") or code ("mr"); None for English-only models
+    task: Literal["transcribe", "translate"] = "transcribe"
+    revision: str | None = None
+    token: str | None = None  # Hub token; None uses the usual places (HF_TOKEN, cached login)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+
+
+@dataclass
+class QuantizationConfig:
+    mode: Literal["none", "int8", "nf4"] = "none"
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # nf4 compute dtype
+    double_quant: bool = True  # nf4 double quantization
+    llm_int8_threshold: float = 6.0
+    device_map: str = "auto"
+
+
+@dataclass
+class LoraConfig:
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+@dataclass
+class DataConfig:
+    source: Literal["hub", "folder", "manifest", "disk"] = "folder"
+    path: str = ""  # Hub id, audio folder, manifest .jsonl, or a dataset saved with save_to_disk
+    config_name: str | None = None  # Hub dataset config, e.g. "mr"
+    train_split: str = "train"  # split expression, e.g. "train+validation"
+    eval_split: str | None = "test"
+    text_column: str = "text"
+    audio_column: str = "audio"
+    token: str | None = None
+    streaming: bool = False
+    num_proc: int = 1
+    max_duration_s: float = 30.0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    cache_dir: str | None = None  # default: <user cache>/whispertune/features
+
+
+@dataclass
+class TrainingConfig:
+    output_dir: str = "runs/whispertune"
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    num_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    eval_steps: int | None = None
+    save_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    save_steps: int = 500
+    save_total_limit: int | None = None
+    logging_steps: int = 25
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 > fp16 > fp32 (CPU)
+    gradient_checkpointing: bool = True
+    prepare_kbit: bool = True  # peft's prepare_model_for_kbit_training on quantized bases
+    freeze_encoder: bool = False  # LoRA on the decoder only
+    cache_encoder_outputs: bool = False  # with freeze_encoder: run the encoder once per clip
+    predict_with_generate: bool = False  # WER by generation at each evaluation
+    seed: int = 42
+    remove_unused_columns: bool = False
+    label_names: list[str] = field(default_factory=lambda: ["labels"])
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    dataloader_num_workers: int = 0
+    push_to_hub: bool = False
+    hub_repo_id: str | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    batch_size: int = 8
+    sort_by_length: bool = True
+    normalizer: Literal["auto", "basic", "english", "none"] = "auto"
+    autocast: bool = True  # mixed precision for quantized bases on GPU
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 255  # evaluation / transcription
+    train_generation_max_length: int = 128  # generation_max_length during training evaluation
+    num_beams: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvaluationConfig = field(default_factory=EvaluationConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` checked (and minimally converted) to type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if isinstance(value, str):  # "--lora.target_modules q_proj,v_proj"
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; accepted: {', '.join(SECTIONS)}")
+    hints = _section_types(SECTIONS[section])
+    if key not in hints:
+        raise ConfigError(f"unknown key {section}.{key}; accepted: {', '.join(hints)}")
+    setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def config_from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
+    cfg = base if base is not None else Config()
+    for section, values in (data or {}).items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; accepted: {', '.join(SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            _apply(cfg, section, key, value)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'train.learning_rate=1e-4' -> ('train', 'learning_rate', 1e-4); values are read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    if "." not in dotted:
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. train.learning_rate=1e-4")
+    section, key = dotted.lstrip("-").split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads "1e-4" as a string; numbers in scientific notation are common in flags.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+        except ValueError:
+            pass
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then `section.key=value` overrides, each checked."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    cfg = config_from_dict(data)
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        _apply(cfg, section, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span more than one type: ranges and combinations."""
+    if cfg.lora.r <= 0:
+        raise ConfigError(f"lora.r: got {cfg.lora.r}, expected a positive integer (e.g. 8, 16, 32)")
+    if cfg.lora.alpha <= 0:
+        raise ConfigError(f"lora.alpha: got {cfg.lora.alpha}, expected a positive integer")
+    if not 0.0 <= cfg.lora.dropout < 1.0:
+        raise ConfigError(f"lora.dropout: got {cfg.lora.dropout}, expected a number in [0, 1)")
+    if not cfg.lora.target_modules:
+        raise ConfigError("lora.target_modules: expected at least one module name, e.g. q_proj,v_proj")
+    if cfg.train.per_device_batch_size <= 0 or cfg.eval.batch_size <= 0:
+        raise ConfigError("train.per_device_batch_size and eval.batch_size must be positive integers")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate: got {cfg.train.learning_rate}, expected a positive number")
+    if cfg.train.cache_encoder_outputs and not cfg.train.freeze_encoder:
+        raise ConfigError("train.cache_encoder_outputs needs train.freeze_encoder: true")
+    if cfg.data.num_proc <= 0:
+        raise ConfigError(f"data.num_proc: got {cfg.data.num_proc}, expected a positive integer")
