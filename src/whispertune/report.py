@@ -1,0 +1,121 @@
+"""What happened to every example: counts per split and reason, plus each skipped example by id and file.
+
+Counting convention (the same split key must be used by every stage):
+- `seen`: rows read from the source (`sources.load_examples` counts them; `features.prepare_split`
+  counts them itself when the split was not registered by a source).
+- `skipped`: rows dropped, by reason; every one is also listed in `examples`.
+- `kept`: rows in the final dataset (set by the last stage; otherwise `seen - skipped`).
+- `unused`: `seen - kept - skipped`, rows never looked at because of a `max_*_samples` limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_FILENAME = "data_report.json"
+
+
+@dataclass
+class SplitStats:
+    seen: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    kept_override: int | None = None
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def kept(self) -> int:
+        return self.kept_override if self.kept_override is not None else max(self.seen - self.skipped_total, 0)
+
+    @property
+    def unused(self) -> int:
+        return max(self.seen - self.kept - self.skipped_total, 0)
+
+
+class DataReport:
+    """Counts of seen/kept/skipped examples per split, and a list of every skipped example."""
+
+    def __init__(self) -> None:
+        self.splits: dict[str, SplitStats] = {}
+        self.examples: list[dict[str, Any]] = []
+
+    def _stats(self, split: str) -> SplitStats:
+        return self.splits.setdefault(split, SplitStats())
+
+    def has_split(self, split: str) -> bool:
+        return split in self.splits
+
+    def add_seen(self, split: str, n: int = 1) -> None:
+        self._stats(split).seen += n
+
+    def set_kept(self, split: str, n: int) -> None:
+        self._stats(split).kept_override = n
+
+    def add_kept(self, split: str, n: int = 1) -> None:
+        stats = self._stats(split)
+        stats.kept_override = (stats.kept_override or 0) + n
+
+    def skip(self, split: str, id: str | None, file: str | None, reason: str, detail: str = "") -> None:
+        """Record one skipped example; `reason` is a short tag such as `missing_file` or `too_long`."""
+        self._stats(split).skipped[reason] += 1
+        self.examples.append(
+            {"split": split, "id": None if id is None else str(id), "file": file, "reason": reason, "detail": detail}
+        )
+
+    def seen(self, split: str) -> int:
+        return self._stats(split).seen if split in self.splits else 0
+
+    def kept(self, split: str) -> int:
+        return self.splits[split].kept if split in self.splits else 0
+
+    def skipped(self, split: str) -> dict[str, int]:
+        return dict(self.splits[split].skipped) if split in self.splits else {}
+
+    def main_reason(self, split: str) -> str | None:
+        counts = self.skipped(split)
+        return max(counts, key=counts.get) if counts else None
+
+    def summary_line(self) -> str:
+        """One line, e.g. "train: 480 kept, 3 skipped (2 empty_text, 1 too_long); test: 50 kept, 0 skipped"."""
+        parts = []
+        for name, stats in self.splits.items():
+            text = f"{name}: {stats.kept} kept, {stats.skipped_total} skipped"
+            if stats.skipped:
+                text += " (" + ", ".join(f"{n} {r}" for r, n in stats.skipped.most_common()) + ")"
+            if stats.unused:
+                text += f", {stats.unused} unused (max samples)"
+            parts.append(text)
+        return "; ".join(parts) if parts else "no data"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "splits": {
+                name: {
+                    "seen": s.seen,
+                    "kept": s.kept,
+                    "skipped_total": s.skipped_total,
+                    "skipped": dict(s.skipped.most_common()),
+                    "unused": s.unused,
+                }
+                for name, s in self.splits.items()
+            },
+            "skipped_examples": list(self.examples),
+            "summary": self.summary_line(),
+        }
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report as JSON; a directory gets `data_report.json` inside it. Returns the file."""
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path = path / REPORT_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+        return path
