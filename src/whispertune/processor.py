@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
+from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
 
 from .errors import UserError
 
@@ -39,14 +39,20 @@ def build_processor(ct2_dir: str | Path, num_mel_bins: int = 80) -> WhisperProce
     return WhisperProcessor(feature_extractor=features, tokenizer=build_tokenizer(ct2_dir))
 
 
-def build_generation_config(ct2_dir: str | Path, tokenizer: WhisperTokenizerFast, model_config) -> "GenerationConfig":
+def build_generation_config(
+    ct2_dir: str | Path, tokenizer: WhisperTokenizerFast, model_config: WhisperConfig
+) -> GenerationConfig:
     """Generation settings from a CTranslate2 `config.json`: languages, tasks, suppressions, alignment heads.
 
     English-only models (vocab 51864) get no `lang_to_id` at all: a null one makes generate fail.
     """
-    from transformers import GenerationConfig
-
-    ct2 = json.loads((Path(ct2_dir) / "config.json").read_text(encoding="utf-8"))
+    path = Path(ct2_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{ct2_dir}: no config.json (a faster-whisper model directory ships one)")
+    try:
+        ct2 = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
     tid = tokenizer.convert_tokens_to_ids
     multilingual = model_config.vocab_size >= 51865
     gen = GenerationConfig(
@@ -59,6 +65,9 @@ def build_generation_config(ct2_dir: str | Path, tokenizer: WhisperTokenizerFast
         begin_suppress_tokens=list(ct2.get("suppress_ids_begin", [])),
         alignment_heads=[list(h) for h in ct2.get("alignment_heads", [])],
         no_timestamps_token_id=tid("<|notimestamps|>"),
+        prev_sot_token_id=tid("<|startofprev|>"),
+        # Timestamp decoding may open with at most 1.0 s (50 steps of 20 ms), as in OpenAI's decoder.
+        max_initial_timestamp_index=50,
         is_multilingual=multilingual,
     )
     if multilingual:
