@@ -1,0 +1,252 @@
+"""Training stage: LoRA fine-tuning of a (quantized) Whisper base with Seq2SeqTrainer.
+
+A run directory (`train.output_dir`) receives `config.yaml`, `data_report.json`, atomic adapter-only
+`checkpoints/checkpoint-N/`, the final `adapter/` (+ processor files + `whispertune.json`),
+`metrics.json`, `train_log.jsonl` (every log line, flushed as it happens), TensorBoard `logs/` and
+`loss.png`. `train(cfg, resume=True)` continues from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
+
+from . import __version__
+from .checkpoints import STAGING, AtomicCheckpointTrainer, checkpoint_step, resolve_resume
+from .config import Config
+from .errors import ConfigError, HardwareError, UserError
+from .model import add_lora, load_base, load_processor, prepare_for_training, resolve_device
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    global_step: int
+    final_train_loss: float | None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: bf16 where CUDA supports it, else fp16 (loss scaling) on CUDA, fp32 on CPU."""
+    cuda = device.startswith("cuda")
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise HardwareError("train.precision=fp16 needs a CUDA GPU (loss-scaled fp16 autocast); on CPU use fp32 or bf16")
+    if precision == "bf16" and cuda and not bf16_ok:
+        raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
+    return precision
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every log entry to `train_log.jsonl` and flush at once, so a killed run keeps them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+                fh.flush()
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """On resume, drop log lines from steps after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _language(cfg: Config) -> tuple[str | None, str | None]:
+    from .languages import resolve_language
+
+    resolved = resolve_language(cfg.model.language)
+    return resolved if resolved else (None, None)
+
+
+def prepare_data(cfg: Config, processor, run_dir: Path, max_label_length: int):
+    """(train_dataset, eval_dataset | None); writes `data_report.json`."""
+    from .features import prepare_split
+    from .report import DataReport
+    from .sources import load_examples
+
+    report = DataReport()
+    name, code = _language(cfg)
+    common = dict(language=code, task=cfg.model.task, max_label_length=max_label_length, report=report,
+                  cache_dir=cfg.data.cache_dir)
+    train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
+                             split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
+    eval_ds = None
+    if cfg.data.eval_split and cfg.train.eval_strategy != "no":
+        eval_ds = prepare_split(load_examples(cfg.data, cfg.data.eval_split, report), processor, cfg.data,
+                                split=cfg.data.eval_split, max_samples=cfg.data.max_eval_samples, **common)
+    report.write(run_dir / "data_report.json")
+    print(report.summary_line())
+    if len(train_ds) == 0:
+        raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
+    return train_ds, eval_ds
+
+
+def make_compute_metrics(processor, language: str | None):
+    """WER/CER of generated ids against labels (-100 mapped back to padding)."""
+    from .metrics import error_rates
+
+    tok = processor.tokenizer
+
+    def compute(pred) -> dict[str, float]:
+        preds = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        preds = np.where(preds < 0, tok.pad_token_id, preds)
+        labels = np.where(pred.label_ids == -100, tok.pad_token_id, pred.label_ids)
+        hyps = tok.batch_decode(preds, skip_special_tokens=True)
+        refs = tok.batch_decode(labels, skip_special_tokens=True)
+        return error_rates(refs, hyps, language)
+
+    return compute
+
+
+def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool):
+    t = cfg.train
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=cfg.eval.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        # checkpointing is switched on by model.prepare_for_training (non-reentrant)
+        gradient_checkpointing=False,
+        predict_with_generate=t.predict_with_generate and has_eval,
+        generation_max_length=cfg.generation.train_generation_max_length,
+        generation_num_beams=cfg.generation.num_beams,
+        seed=t.seed,
+        data_seed=t.seed,
+        remove_unused_columns=t.remove_unused_columns,
+        label_names=t.label_names,
+        # tensorboard is added by `callbacks()` so that its logs land in <run>/logs
+        report_to=[r for r in t.report_to if r != "tensorboard"],
+        dataloader_num_workers=t.dataloader_num_workers,
+        push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
+    )
+
+
+def callbacks(cfg: Config, run_dir: Path, log_path: Path) -> list[TrainerCallback]:
+    found: list[TrainerCallback] = [JsonlLogCallback(log_path)]
+    if "tensorboard" in cfg.train.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        found.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "logs"))))
+    return found
+
+
+def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:
+    """Final adapter + processor files + whispertune.json (loads with PeftModel.from_pretrained)."""
+    model.save_pretrained(adapter_dir)
+    processor.save_pretrained(adapter_dir)
+    name, code = _language(cfg)
+    meta = {
+        "base_model": cfg.model.name_or_path,
+        "revision": cfg.model.revision,
+        "language": code,
+        "language_name": name,
+        "task": cfg.model.task,
+        "quantization": cfg.quantization.mode,
+        "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules,
+                 "freeze_encoder": cfg.train.freeze_encoder},
+        "whispertune_version": __version__,
+    }
+    (adapter_dir / "whispertune.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def train(cfg: Config, *, resume: bool | str | None = None,
+          extra_callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Fine-tune LoRA adapters on the configured base and data; see the module docstring for outputs.
+
+    `resume`: True = newest complete checkpoint of this run, a path = that checkpoint.
+    `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
+    """
+    if cfg.train.cache_encoder_outputs:  # until the encoder-cache stage is wired in at the hook below
+        raise ConfigError("train.cache_encoder_outputs is not supported by train() yet; "
+                          "use train.freeze_encoder alone")
+    run_dir = Path(cfg.train.output_dir).expanduser()
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = resolve_resume(ckpt_root, resume)  # fail before any loading if there is nothing to resume
+    device = resolve_device(None)
+    precision = resolve_precision(cfg.train.precision, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    log_path = run_dir / "train_log.jsonl"
+    if resume_from:
+        _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
+    else:
+        log_path.unlink(missing_ok=True)
+
+    # seeded before the adapters are created: LoRA's A matrices are initialised randomly
+    set_seed(cfg.train.seed)
+    processor = load_processor(cfg.model.name_or_path, cfg.model.language, cfg.model.task,
+                               revision=cfg.model.revision, token=cfg.model.token)
+    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device)
+    train_ds, eval_ds = prepare_data(cfg, processor, run_dir, model.config.max_target_positions)
+    prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                         prepare_kbit=cfg.train.prepare_kbit)
+    model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
+    # Hook for frozen-encoder training with cached encoder outputs (train.cache_encoder_outputs): the
+    # encoder-cache stage replaces `input_features` by `encoder_hidden_states` in both datasets here;
+    # the collator then passes `encoder_outputs` and nothing below assumes `input_features` (the
+    # collator picks its inputs; remove_unused_columns=False keeps every column for it).
+    from .collate import SpeechCollator
+
+    collator = SpeechCollator(processor, model.config.decoder_start_token_id)
+    args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None)
+    trainer = AtomicCheckpointTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        processing_class=processor.feature_extractor,
+        compute_metrics=make_compute_metrics(processor, _language(cfg)[1]) if args.predict_with_generate else None,
+        callbacks=callbacks(cfg, run_dir, log_path) + list(extra_callbacks or []),
+    )
+    output = trainer.train(resume_from_checkpoint=resume_from)
+
+    adapter_dir = run_dir / "adapter"
+    write_adapter(model, processor, adapter_dir, cfg)
+    history = trainer.state.log_history
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
+               "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    from .plots import plot_loss
+
+    plot_loss(history, run_dir / "loss.png")
+    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
+                       final_train_loss=metrics["final_train_loss"], log_history=history, eval_metrics=eval_metrics)
