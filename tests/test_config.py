@@ -61,9 +61,15 @@ def test_overrides_are_typed():
     assert cfg.data.max_train_samples == 10
 
 
-def test_parse_override_reads_yaml_values():
-    assert parse_override("train.num_epochs=2") == ("train", "num_epochs", 2)
-    assert parse_override("model.language=null") == ("model", "language", None)
+def test_override_values_follow_the_field_type():
+    assert parse_override("train.num_epochs=2") == ("train", "num_epochs", "2")
+    cfg = load_config(None, ["model.language=null", "train.eval_strategy=no", "train.num_epochs=2",
+                             "quantization.mode=none", "data.config_name=123"])
+    assert cfg.model.language is None
+    assert cfg.train.eval_strategy == "no"  # YAML 1.1 would read `no` as false
+    assert cfg.train.num_epochs == 2.0
+    assert cfg.quantization.mode == "none"
+    assert cfg.data.config_name == "123"
 
 
 @pytest.mark.parametrize(

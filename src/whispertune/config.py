@@ -214,25 +214,49 @@ def config_from_dict(data: dict[str, Any] | None, base: Config | None = None) ->
     return cfg
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """'train.learning_rate=1e-4' -> ('train', 'learning_rate', 1e-4); values are read as YAML."""
+def _is_text(tp: Any) -> bool:
+    """True for str and Literal-of-strings fields (optionally Optional): their flag values stay raw text."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    return all(a is str or (typing.get_origin(a) is Literal and all(isinstance(v, str) for v in typing.get_args(a))) for a in args)
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """'train.learning_rate=1e-4' -> ('train', 'learning_rate', '1e-4'); the value is typed by `_apply_text`."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     dotted, raw = text.split("=", 1)
     if "." not in dotted:
         raise ConfigError(f"override {text!r}: expected section.key=value, e.g. train.learning_rate=1e-4")
     section, key = dotted.lstrip("-").split(".", 1)
+    return section, key, raw
+
+
+def _read_value(raw: str, tp: Any) -> Any:
+    """A flag's text as the field's type. Text fields keep the raw string (YAML would turn `no` into false)."""
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    if optional and raw.strip().lower() in ("null", "~"):
+        return None
+    if _is_text(tp):
+        return raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    # YAML reads "1e-4" as a string; numbers in scientific notation are common in flags.
-    if isinstance(value, str):
+        return raw
+    if isinstance(value, str):  # YAML reads "1e-4" as a string
         try:
-            value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+            return float(value) if any(c in value.lower() for c in ".e") else int(value)
         except ValueError:
             pass
-    return section, key, value
+    return value
+
+
+def _apply_text(cfg: Config, section: str, key: str, raw: str) -> None:
+    if section in SECTIONS:
+        hints = _section_types(SECTIONS[section])
+        if key in hints:
+            _apply(cfg, section, key, _read_value(raw, hints[key]))
+            return
+    _apply(cfg, section, key, raw)  # raises the unknown section/key error
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -250,8 +274,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     cfg = config_from_dict(data)
     for text in overrides or []:
-        section, key, value = parse_override(text)
-        _apply(cfg, section, key, value)
+        _apply_text(cfg, *parse_override(text))
     validate(cfg)
     return cfg
 
