@@ -28,9 +28,10 @@ def _encoder(model):
     return base.get_encoder()
 
 
-def _param_dtype(module) -> torch.dtype:
+def _compute_dtype(module) -> torch.dtype:
+    """The dtype activations flow in: the first float parameter's (quantized weights are not floats)."""
     for p in module.parameters():
-        if p.is_floating_point():
+        if p.dtype in (torch.float32, torch.float16, torch.bfloat16):
             return p.dtype
     return torch.float32
 
@@ -40,9 +41,9 @@ def encode_features(model, features, *, batch_size: int = 8, progress: bool = Tr
     """Encoder outputs (N, 1500, d_model) in float16 for a sequence of (80, 3000) feature arrays."""
     encoder = _encoder(model)
     device = next(encoder.parameters()).device
-    dtype = _param_dtype(encoder)
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        dtype = torch.float32  # quantized weights: feed the compute dtype
+    dtype = _compute_dtype(encoder)
+    was_training = encoder.training
+    encoder.eval()  # no dropout in the cached outputs
     chunks = []
     with tqdm(total=len(features), desc=desc, unit="clip", disable=not progress) as bar:
         for start in range(0, len(features), batch_size):
@@ -50,6 +51,7 @@ def encode_features(model, features, *, batch_size: int = 8, progress: bool = Tr
             hidden = encoder(input_features=batch).last_hidden_state
             chunks.append(hidden.to("cpu", STORE_DTYPE))
             bar.update(len(batch))
+    encoder.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
@@ -95,15 +97,22 @@ class CachedEncoderDataset(torch.utils.data.Dataset):
         return {"labels": self.labels[index], "encoder_hidden_states": self.hidden[index].to(self.dtype)}
 
 
+def cached_dataset(model, dataset, *, model_dir: str, quantization: str, cache_dir: str | Path | None,
+                   batch_size: int = 8, progress: bool = True, desc: str = "encoding") -> CachedEncoderDataset:
+    """A prepared dataset (`input_features`, `labels`, `id`) as (labels, cached encoder output) rows."""
+    key = cache_key(model_dir, quantization, list(dataset["id"]))
+    hidden = cached_encode(model, dataset, cache_dir=cache_dir, key=key, batch_size=batch_size,
+                           progress=progress, desc=desc)
+    return CachedEncoderDataset(list(dataset["labels"]), hidden, _compute_dtype(_encoder(model)))
+
+
 @torch.inference_mode()
 def generate_from_cache(model, processor, hidden: torch.Tensor, *, language: str | None, task: str,
                         batch_size: int = 16, max_new_tokens: int = 128, progress: bool = True,
                         desc: str = "decoding") -> list[str]:
     """Greedy transcripts for cached encoder outputs (language and task passed to generate)."""
     device = next(model.parameters()).device
-    dtype = _param_dtype(_encoder(model))
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        dtype = torch.float32
+    dtype = _compute_dtype(_encoder(model))
     texts: list[str] = []
     with tqdm(total=len(hidden), desc=desc, unit="clip", disable=not progress) as bar:
         for start in range(0, len(hidden), batch_size):

@@ -21,7 +21,7 @@ from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
 from . import __version__
 from .checkpoints import STAGING, AtomicCheckpointTrainer, checkpoint_step, resolve_resume
 from .config import Config
-from .errors import ConfigError, HardwareError, UserError
+from .errors import HardwareError, UserError
 from .model import add_lora, load_base, load_processor, prepare_for_training, resolve_device
 
 
@@ -183,6 +183,21 @@ def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:
     (adapter_dir / "whispertune.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
+    """Frozen encoder: encode each clip once; the collator then passes `encoder_outputs`."""
+    from .embedded import resolve_model_name
+    from .encoder_cache import cached_dataset
+    from .features import default_cache_dir
+
+    common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
+                  cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
+                  batch_size=cfg.eval.batch_size)
+    train_ds = cached_dataset(model, train_ds, desc="encoding train", **common)
+    if eval_ds is not None:
+        eval_ds = cached_dataset(model, eval_ds, desc="encoding eval", **common)
+    return train_ds, eval_ds
+
+
 def train(cfg: Config, *, resume: bool | str | None = None,
           extra_callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune LoRA adapters on the configured base and data; see the module docstring for outputs.
@@ -190,9 +205,6 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     `resume`: True = newest complete checkpoint of this run, a path = that checkpoint.
     `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
     """
-    if cfg.train.cache_encoder_outputs:  # until the encoder-cache stage is wired in at the hook below
-        raise ConfigError("train.cache_encoder_outputs is not supported by train() yet; "
-                          "use train.freeze_encoder alone")
     run_dir = Path(cfg.train.output_dir).expanduser()
     ckpt_root = run_dir / "checkpoints"
     resume_from = resolve_resume(ckpt_root, resume)  # fail before any loading if there is nothing to resume
@@ -216,10 +228,8 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
     model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
-    # Hook for frozen-encoder training with cached encoder outputs (train.cache_encoder_outputs): the
-    # encoder-cache stage replaces `input_features` by `encoder_hidden_states` in both datasets here;
-    # the collator then passes `encoder_outputs` and nothing below assumes `input_features` (the
-    # collator picks its inputs; remove_unused_columns=False keeps every column for it).
+    if cfg.train.cache_encoder_outputs:
+        train_ds, eval_ds = _with_cached_encoder(cfg, model, train_ds, eval_ds)
     from .collate import SpeechCollator
 
     collator = SpeechCollator(processor, model.config.decoder_start_token_id)

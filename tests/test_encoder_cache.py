@@ -1,0 +1,74 @@
+"""Frozen-encoder training with cached encoder outputs: same numbers as the uncached path, encoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from test_train import speech_folder, trainable_whisper_dir, train_overrides  # noqa: F401 (fixtures)
+from whispertune.collate import SpeechCollator
+from whispertune.config import load_config
+from whispertune.encoder_cache import CachedEncoderDataset, encode_features, generate_from_cache
+from whispertune.train import train
+
+
+def _features(processor, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    audio = [rng.standard_normal(16000 * (i + 1)).astype(np.float32) * 0.1 for i in range(n)]
+    return processor.feature_extractor(audio, sampling_rate=16000, return_tensors="np").input_features
+
+
+def test_cached_forward_and_generate_equal_the_plain_model(tiny_whisper_dir):
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_dir).eval()
+    processor = WhisperProcessor.from_pretrained(tiny_whisper_dir)
+    feats = _features(processor)
+    hidden = encode_features(model, feats, batch_size=2, progress=False)
+    assert hidden.shape == (3, 1500, model.config.d_model) and hidden.dtype == torch.float16
+    with torch.no_grad():
+        direct = model.model.encoder(torch.as_tensor(feats)).last_hidden_state
+    torch.testing.assert_close(hidden.float(), direct, atol=2e-3, rtol=2e-3)  # float16 storage
+
+    # the collator turns cached rows into `encoder_outputs`; the loss equals the uncached one
+    labels = [[50258, 50259, 50359, 50363, 400, 401, 50257], [50258, 50259, 50359, 50363, 402, 50257],
+              [50258, 50259, 50359, 50363, 403, 404, 405, 50257]]
+    collator = SpeechCollator(processor, model.config.decoder_start_token_id)
+    cached = collator([CachedEncoderDataset(labels, hidden)[i] for i in range(3)])
+    plain = collator([{"input_features": feats[i], "labels": labels[i]} for i in range(3)])
+    assert "input_features" not in cached and isinstance(cached["encoder_outputs"], tuple)
+    with torch.no_grad():
+        loss_cached = model(**cached).loss
+        loss_plain = model(**plain).loss
+    assert torch.isclose(loss_cached, loss_plain, rtol=1e-3)
+
+    texts = generate_from_cache(model, processor, hidden.float(), language="en", task="transcribe",
+                                batch_size=2, max_new_tokens=6, progress=False)
+    with torch.no_grad():
+        ref = model.generate(torch.as_tensor(feats), language="en", task="transcribe", max_new_tokens=6)
+    assert texts == [t.strip() for t in processor.tokenizer.batch_decode(ref, skip_special_tokens=True)]
+
+
+def test_frozen_encoder_training_lowers_loss_and_reuses_the_cache(trainable_whisper_dir, speech_folder, tmp_path):
+    overrides = train_overrides(trainable_whisper_dir, speech_folder, tmp_path / "run", "none", 12) + [
+        "train.freeze_encoder=true", "train.cache_encoder_outputs=true", "data.eval_split=null"]
+    result = train(load_config(None, overrides))
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+    caches = list((tmp_path / "features" / "encoder").glob("encoder-*.safetensors"))
+    assert len(caches) == 1
+    stamp = caches[0].stat().st_mtime_ns
+
+    # LoRA sits on the decoder only
+    from safetensors.torch import load_file
+
+    names = list(load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert names and all(".decoder." in n for n in names)
+
+    # a second run (another output dir) reads the cached encoder outputs instead of recomputing them
+    again = train(load_config(None, overrides[:-3] + [f"train.output_dir={tmp_path / 'run2'}",
+                                                      "train.freeze_encoder=true", "train.cache_encoder_outputs=true",
+                                                      "data.eval_split=null"]))
+    assert caches[0].stat().st_mtime_ns == stamp
+    again_losses = [h["loss"] for h in again.log_history if "loss" in h]
+    assert again_losses == pytest.approx(losses, rel=1e-5)
