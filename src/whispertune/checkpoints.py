@@ -18,6 +18,7 @@ from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import UserError
+from .guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 
 STAGING = ".tmp"
 # Files a resumable checkpoint must hold (the rename makes them all-or-nothing; this also rejects
@@ -76,9 +77,25 @@ def _rotate(root: Path, keep: int | None) -> None:
 
 
 class AtomicCheckpointTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose checkpoints appear by an atomic rename and hold the adapter only."""
+    """Seq2SeqTrainer whose checkpoints appear by an atomic rename and hold the adapter only, and
+    whose steps with a NaN/inf loss or gradient update nothing (see `whispertune.guards`)."""
 
     _staging_root: str | None = None
+
+    def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps)
+        self.add_callback(self.nonfinite_guard)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.nonfinite_guard.after_backward(loss, model, fp16_scaler=getattr(self.accelerator, "scaler", None) is not None)
+        return loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self.nonfinite_guard.skipped_steps:  # also lands in train_log.jsonl and metrics
+            logs = {**logs, "nonfinite_skipped": len(self.nonfinite_guard.skipped_steps)}
+        super().log(logs, *args, **kwargs)
 
     def _get_output_dir(self, trial) -> str:
         # While a checkpoint is being written, the parent class writes into the staging directory.

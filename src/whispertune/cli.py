@@ -2,6 +2,10 @@
 
 Each subcommand lives in `whispertune/commands/<name>.py` with `register(subparsers)` (adds its
 parser and sets `func`). Config-driven commands accept `--section.key value` overrides.
+
+Errors: a `UserError`, a bad argument, or a file the user named that cannot be opened prints one
+line `whispertune: error: ...` and exits 2; any other exception prints one line naming it and exits 1.
+`--debug` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -48,8 +52,15 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (usage is one `--help` away) and raise UserError."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="whispertune",
         description="Fine-tune Whisper with LoRA on a quantized base, evaluate, transcribe and export.",
     )
@@ -80,11 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        print(f"whispertune: error: {exc}", file=sys.stderr)
+        print(f"whispertune: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("whispertune: interrupted", file=sys.stderr)
         return 130
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # a path the user gave that a library could not open
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"whispertune: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        return UserError.exit_code
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen library failure
+        if debug:
+            raise
+        print(f"whispertune: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ ConfigError naming the key and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class TrainingConfig:
     freeze_encoder: bool = False  # LoRA on the decoder only
     cache_encoder_outputs: bool = False  # with freeze_encoder: run the encoder once per clip
     predict_with_generate: bool = False  # WER by generation at each evaluation
+    max_nonfinite_steps: int = 3  # stop after this many NaN/inf-loss steps in a row (each is skipped)
     seed: int = 42
     remove_unused_columns: bool = False
     label_names: list[str] = field(default_factory=lambda: ["labels"])
@@ -279,6 +281,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+# device_map strings accepted by transformers' from_pretrained (a dict is not expressible as a flag)
+DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|cuda|cuda:\d+)$")
+
+
 def validate(cfg: Config) -> None:
     """Checks that span more than one type: ranges and combinations."""
     if cfg.lora.r <= 0:
@@ -297,3 +303,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.cache_encoder_outputs needs train.freeze_encoder: true")
     if cfg.data.num_proc <= 0:
         raise ConfigError(f"data.num_proc: got {cfg.data.num_proc}, expected a positive integer")
+    if not DEVICE_MAP.match(cfg.quantization.device_map):
+        raise ConfigError(f"quantization.device_map: got {cfg.quantization.device_map!r}, expected one of "
+                          "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
+    if cfg.train.max_nonfinite_steps <= 0:
+        raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
+    from .languages import resolve_language
+
+    try:
+        resolve_language(cfg.model.language)
+    except ConfigError as exc:
+        raise ConfigError(f"model.language: {exc}") from None

@@ -122,6 +122,9 @@ def load_for_inference(
         raise ConfigError(f"quantization: got {quantization!r}, expected one of 'none', 'int8', 'nf4'")
     meta: dict[str, Any] = {}
     if adapter is not None:
+        local = Path(adapter)
+        if local.is_dir() and not (local / "adapter_model.safetensors").is_file():
+            raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors adapters are loaded)")
         adapter_config, meta = adapter_metadata(adapter)
         if model is None:
             model = base_of_adapter(adapter_config, meta, adapter)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +42,12 @@ def resolve_name(name: str) -> str:
     """Map `embedded:...` names to their local directory (other names unchanged)."""
     from .embedded import resolve_model_name
 
-    return resolve_model_name(name)
+    resolved = resolve_model_name(name)
+    # a path-looking name that does not exist would otherwise reach the Hub as a malformed repo id
+    if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().exists():
+        raise UserError(f"model {name!r}: no such directory; use a local model directory, "
+                        "a Hub id (e.g. openai/whisper-small) or embedded:whisper-base / embedded:tiny.en")
+    return resolved
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -98,6 +104,15 @@ def check_quantization(mode: str, device: str) -> None:
         ) from None
 
 
+def check_device_map(quant_cfg: QuantizationConfig) -> None:
+    """Refuse a CUDA `quantization.device_map` on a machine without a visible GPU."""
+    if quant_cfg.mode != "none" and quant_cfg.device_map.startswith("cuda") and not torch.cuda.is_available():
+        raise HardwareError(
+            f"quantization.device_map={quant_cfg.device_map} with quantization.mode={quant_cfg.mode} needs a CUDA GPU "
+            "and none is visible; accepted on this machine: auto, cpu"
+        )
+
+
 def bnb_config(quant_cfg: QuantizationConfig, device: str):
     """The `BitsAndBytesConfig` for int8 / nf4 (None for mode none)."""
     from transformers import BitsAndBytesConfig
@@ -152,6 +167,7 @@ def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_trai
 
     device = resolve_device(device)
     check_quantization(quant_cfg.mode, device)
+    check_device_map(quant_cfg)
     compute = resolve_compute_dtype(quant_cfg.compute_dtype, device)
     kwargs: dict[str, Any] = {
         "revision": model_cfg.revision,
@@ -263,7 +279,8 @@ def add_lora(model: nn.Module, lora_cfg: LoraConfig, *, freeze_encoder: bool = F
     linear = linear_module_names(model)
     chosen = []
     for target in lora_cfg.target_modules:
-        hits = [n for n in linear if n.split(".")[-1] == target or n == target]
+        # a module name ("q_proj"), a dotted suffix ("encoder_attn.q_proj") or a full name
+        hits = [n for n in linear if n == target or n.endswith("." + target)]
         if not hits:
             short = sorted({n.split(".")[-1] for n in linear})
             raise ConfigError(

@@ -65,8 +65,13 @@ def _trim_log(path: Path, last_step: int) -> None:
     """On resume, drop log lines from steps after the checkpoint (they will be logged again)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except ValueError:  # a line torn by a kill mid-write
+            continue
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
@@ -243,6 +248,7 @@ def train(cfg: Config, *, resume: bool | str | None = None,
         processing_class=processor.feature_extractor,
         compute_metrics=make_compute_metrics(processor, _language(cfg)[1]) if args.predict_with_generate else None,
         callbacks=callbacks(cfg, run_dir, log_path) + list(extra_callbacks or []),
+        max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
     output = trainer.train(resume_from_checkpoint=resume_from)
 

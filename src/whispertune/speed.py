@@ -1,0 +1,192 @@
+"""Speed presets: named sets of precision / quantization / checkpointing / attention / compile choices.
+
+`apply_preset(cfg, name)` sets the config fields a preset decides (the trainer then loads the model as
+usual); `prepare_model(model, name)` makes the model-level changes that have no config field (which
+layers are checkpointed, regional torch.compile, frozen encoder). Measured effects are in
+`benchmarks/NOTES.md`; the presets below are the ones that won there.
+
+Presets:
+- `recipe`: the reference recipe (int8 weights, peft k-bit preparation: fp32 norms, reentrant
+  checkpointing of every layer, fp16 autocast + GradScaler).
+- `plain`: bf16 weights and compute, SDPA, no checkpointing: the plain bf16 LoRA baseline.
+- `fast`: `plain` + every encoder/decoder layer compiled on its own (regional compile: one compile
+  for 32 identical layers), larger batch.
+- `lean`: bf16 weights, non-reentrant checkpointing of every layer, regional compile, batch 12:
+  fits the recipe's memory (<= 5.45 GiB on large-v2) at 4.3-4.7x its speed.
+- `fast-frozen-encoder`: `fast` with LoRA on the decoder only and the encoder run without autograd.
+  It CHANGES the trainable set (no encoder adapters): a separate choice, not a drop-in for `recipe`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .config import Config
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    quantization: Literal["none", "int8", "nf4"]
+    precision: Literal["bf16", "fp16", "fp32"]
+    prepare_kbit: bool  # peft's prepare_model_for_kbit_training (fp32 norms, input-grad hook)
+    checkpointing: Literal["none", "all", "encoder", "alternate"]  # which layers recompute in backward
+    reentrant: bool  # torch.utils.checkpoint flavour (peft's preparation defaults to reentrant)
+    compile_layers: bool  # torch.compile each encoder/decoder layer
+    freeze_encoder: bool  # LoRA on the decoder only; encoder forward without autograd
+    batch_size: int
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    compile_mode: str = "default"  # torch.compile mode for the layers
+
+
+PRESETS: dict[str, SpeedPreset] = {
+    "recipe": SpeedPreset("int8", "fp16", True, "all", True, False, False, 8),
+    "plain": SpeedPreset("none", "bf16", False, "none", False, False, False, 8),
+    # batch 32: 67 GiB on large-v2, fits an 80 GB H100 (batch 48 gains ~4 % more but needs 98 GiB)
+    "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
+    # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
+    "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
+}
+
+
+def get_preset(name: str) -> SpeedPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown speed preset {name!r}; accepted: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def apply_preset(cfg: Config, name: str) -> Config:
+    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept."""
+    preset = get_preset(name)
+    out = copy.deepcopy(cfg)
+    out.quantization.mode = preset.quantization
+    if preset.quantization == "nf4":
+        out.quantization.compute_dtype = "bf16"
+    out.train.precision = preset.precision
+    out.train.prepare_kbit = preset.prepare_kbit
+    out.train.gradient_checkpointing = preset.checkpointing != "none"
+    out.train.freeze_encoder = preset.freeze_encoder
+    out.train.per_device_batch_size = preset.batch_size
+    out.model.attn_implementation = preset.attn_implementation
+    # Not yet a config field (proposed: train.speed_preset); the trainer reads it with getattr.
+    out.train.speed_preset = name  # type: ignore[attr-defined]
+    return out
+
+
+def _whisper_core(model: torch.nn.Module) -> torch.nn.Module:
+    """The WhisperModel inside a (peft-wrapped) WhisperForConditionalGeneration."""
+    for module in model.modules():
+        if hasattr(module, "encoder") and hasattr(module, "decoder"):
+            return module
+    raise ConfigError("prepare_model: not a Whisper encoder-decoder model")
+
+
+def _set_checkpointing(core: torch.nn.Module, policy: str, reentrant: bool) -> None:
+    enc, dec = list(core.encoder.layers), list(core.decoder.layers)
+    chosen = {
+        "none": [],
+        "all": enc + dec,
+        "encoder": enc,  # the encoder holds ~97 % of the activations (1500 frames vs ~40 tokens)
+        "alternate": enc[::2] + dec[::2],
+    }[policy]
+    ckpt = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=reentrant)
+    for layer in enc + dec:
+        layer.gradient_checkpointing = layer in chosen
+        layer._gradient_checkpointing_func = ckpt
+
+
+def _freeze_encoder(core: torch.nn.Module) -> None:
+    """Run the encoder without autograd: nothing in it trains, so no activations are kept for backward."""
+    encoder = core.encoder
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    forward = encoder.forward
+
+    @functools.wraps(forward)
+    def no_grad_forward(*args, **kwargs):
+        with torch.no_grad():
+            return forward(*args, **kwargs)
+
+    encoder.forward = no_grad_forward
+
+
+def prepare_model(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """Model-level changes of preset `name`, on a model that already carries its LoRA adapters.
+
+    The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
+    """
+    preset = get_preset(name)
+    core = _whisper_core(model)
+    if preset.freeze_encoder:
+        if any(p.requires_grad for p in core.encoder.parameters()):
+            raise ConfigError(f"preset {name!r} needs LoRA on the decoder only (train.freeze_encoder: true)")
+        _freeze_encoder(core)
+    if preset.checkpointing != "none":
+        # Checkpointing needs a grad-carrying input into the first layer only with the reentrant flavour.
+        _set_checkpointing(core, preset.checkpointing, preset.reentrant)
+        model.config.use_cache = False
+    if preset.compile_layers:
+        _compile_layers(list(core.encoder.layers) + list(core.decoder.layers), preset.reentrant, preset.compile_mode)
+    return model
+
+
+def _compile_layers(layers: list[torch.nn.Module], reentrant: bool, mode: str) -> None:
+    """Compile each layer's forward; checkpointing (if the layer has it on) moves outside the compiled code.
+
+    Inductor in torch 2.11 fails ("Node add_454 was invalid, but is output") on a checkpoint traced
+    inside the compiled region, so the compiled function is the layer's plain forward and
+    torch.utils.checkpoint wraps it. One compiled function per layer class: the layer is an argument,
+    so dynamo reuses one graph for the 32 identical layers.
+    """
+    compiled: dict[type, object] = {}
+    for layer in layers:
+        cls = type(layer)
+        if cls not in compiled:
+            compiled[cls] = torch.compile(cls.forward, mode=mode)
+        checkpointed = bool(getattr(layer, "gradient_checkpointing", False))
+        layer.gradient_checkpointing = False
+        layer.forward = _layer_forward(layer, compiled[cls], checkpointed, reentrant)
+
+
+def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool):
+    def forward(*args, **kwargs):
+        if checkpointed and layer.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, layer, *args, use_reentrant=reentrant, **kwargs)
+        return fn(layer, *args, **kwargs)
+
+    return forward
+
+
+def autocast_dtype(name: str) -> torch.dtype | None:
+    """The autocast dtype a training step of preset `name` runs under (None: no autocast)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[get_preset(name).precision]
+
+
+def log_mel_batch(
+    clips: list[np.ndarray], mel_filters: np.ndarray, device: str | torch.device = "cpu", n_samples: int = 480000
+) -> torch.Tensor:
+    """Whisper log-Mel features of many 16 kHz clips in one batched STFT (CPU or GPU).
+
+    Same math as transformers' WhisperFeatureExtractor (n_fft 400, hop 160, per-clip max - 8 floor,
+    (x + 4) / 4), but padding happens in one tensor on `device` instead of per clip in numpy.
+    `mel_filters` is the extractor's `mel_filters` array (n_freq x n_mels). Returns (batch, n_mels, 3000).
+    """
+    batch = torch.zeros(len(clips), n_samples, dtype=torch.float32)
+    for i, clip in enumerate(clips):
+        n = min(len(clip), n_samples)
+        batch[i, :n] = torch.from_numpy(np.asarray(clip[:n], dtype=np.float32))
+    batch = batch.to(device, non_blocking=True)
+    window = torch.hann_window(400, device=device)
+    stft = torch.stft(batch, 400, 160, window=window, return_complex=True)
+    power = stft[..., :-1].abs().square()
+    mel = torch.from_numpy(mel_filters).to(device, torch.float32).T @ power
+    log_spec = mel.clamp_min(1e-10).log10()
+    floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0
+    return (torch.maximum(log_spec, floor) + 4.0) / 4.0

@@ -1,0 +1,103 @@
+"""Issue 8 item 4: a NaN loss (injected by a forward hook that poisons the logits at chosen steps) is
+skipped without touching the weights; a persistent one stops training with the last good checkpoint intact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from test_train import speech_folder, train_overrides, trainable_whisper_dir  # noqa: F401 (fixtures)
+from whispertune.checkpoints import checkpoint_step, complete_checkpoints
+from whispertune.config import load_config
+from whispertune.errors import UserError
+from whispertune.guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, NonFiniteLossError
+from whispertune.train import train
+
+
+class PoisonSteps(TrainerCallback):
+    """Makes the logits NaN during the chosen (1-based) steps and records each step's weight change."""
+
+    def __init__(self, bad_steps: set[int]):
+        self.bad_steps = bad_steps
+        self.current = 0
+        self.changed: dict[int, bool] = {}
+        self._before: list[torch.Tensor] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        model.get_base_model().proj_out.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        return output * float("nan") if self.current in self.bad_steps and module.training else output
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.model.parameters() if p.requires_grad]
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.current = state.global_step + 1
+        self._before = self._trainable()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        after = self._trainable()
+        self.changed[state.global_step] = any(not torch.equal(a, b) for a, b in zip(self._before, after))
+        assert all(torch.isfinite(p).all() for p in after), f"non-finite weights after step {state.global_step}"
+
+
+def _cfg(model_dir, data_dir, out, steps):
+    cfg = load_config(None, train_overrides(model_dir, data_dir, out, "none", steps)
+                      + ["train.save_steps=2", "train.report_to=[]"])
+    cfg.data.eval_split = None
+    return cfg
+
+
+def test_transient_nan_steps_are_skipped_and_counted(trainable_whisper_dir, speech_folder, tmp_path):  # noqa: F811
+    poison = PoisonSteps({3, 5})
+    result = train(_cfg(trainable_whisper_dir, speech_folder, tmp_path / "run", 8), extra_callbacks=[poison])
+    assert result.global_step == 8
+    assert poison.changed == {1: True, 2: True, 3: False, 4: True, 5: False, 6: True, 7: True, 8: True}
+    logged = [json.loads(x) for x in (result.run_dir / "train_log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in logged if "loss" in e]
+    assert len(losses) == 8 and all(map(lambda v: v == v and abs(v) != float("inf"), losses))
+    assert [e.get("nonfinite_skipped", 0) for e in logged if "loss" in e] == [0, 0, 1, 1, 2, 2, 2, 2]
+    assert result.final_train_loss < losses[0]  # training went on and still learned
+
+
+def test_persistent_nan_stops_with_last_good_checkpoint(trainable_whisper_dir, speech_folder, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    poison = PoisonSteps(set(range(6, 100)))  # from step 6 on, every step is NaN
+    with pytest.raises(NonFiniteLossError) as info:
+        train(_cfg(trainable_whisper_dir, speech_folder, run, 12), extra_callbacks=[poison])
+    limit = DEFAULT_MAX_NONFINITE_STEPS
+    last_bad = 5 + limit
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in message
+    assert f"training stopped at step {last_bad}" in message and f"steps 6-{last_bad}" in message
+    assert f"train.max_nonfinite_steps={limit}" in message
+    assert all(not poison.changed[s] for s in range(6, last_bad + 1))
+
+    checkpoints = complete_checkpoints(run / "checkpoints")
+    assert checkpoint_step(checkpoints[-1]) <= last_bad and str(checkpoints[-1]) in message
+    assert not (run / "adapter").exists()  # the run did not pretend to finish
+    # the last checkpoint loads and is finite, and equals the weights of the last good step (5)
+    good = load_file(checkpoints[-1] / "adapter_model.safetensors")
+    assert good and all(torch.isfinite(t).all() for t in good.values())
+    # checkpoints written after step 5 hold step 5's weights: the skipped steps changed nothing
+    after_good = [load_file(c / "adapter_model.safetensors") for c in checkpoints if checkpoint_step(c) > 5]
+    at_four = load_file(run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    assert after_good and any(not torch.equal(after_good[0][k], at_four[k]) for k in at_four)
+    for later in after_good[1:]:
+        assert all(torch.equal(later[k], after_good[0][k]) for k in later)
+
+    # a resume from it continues (here until the poison stops it again, after the same number of steps)
+    poison_again = PoisonSteps(set(range(6, 100)))
+    with pytest.raises(NonFiniteLossError, match="in a row"):
+        train(_cfg(trainable_whisper_dir, speech_folder, run, 12), resume=True, extra_callbacks=[poison_again])
+
+
+def test_guard_limit_must_be_positive():
+    with pytest.raises(UserError, match="max_nonfinite_steps: got 0"):
+        NonFiniteGuard(0)

@@ -1,0 +1,163 @@
+"""Speed presets on a tiny random Whisper (CPU): each prepared model trains and starts from the plain model's loss.
+
+The compiled variants take minutes on a 2-core CPU (inductor builds C++ kernels), so they are marked slow;
+the benchmark scripts get a smoke test on the tiny architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from whispertune import speed
+from whispertune.config import Config
+from whispertune.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+DECODER_ONLY = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)"
+
+
+def tiny_lora_model(freeze_encoder: bool = False) -> torch.nn.Module:
+    config = WhisperConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                           max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
+                           pad_token_id=0, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    targets = DECODER_ONLY if freeze_encoder else ["q_proj", "v_proj"]
+    torch.manual_seed(1)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    return torch.randn(2, 80, 3000, generator=gen), torch.randint(2, 120, (2, 6), generator=gen)
+
+
+def train_losses(model: torch.nn.Module, steps: int) -> list[float]:
+    feats, labels = batch()
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(steps):
+        loss = model(input_features=feats, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def prepared(name: str, **changes) -> torch.nn.Module:
+    """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
+    preset = dataclasses.replace(speed.PRESETS[name], **changes)
+    model = tiny_lora_model(preset.freeze_encoder)
+    speed.PRESETS["_test"] = preset
+    try:
+        return speed.prepare_model(model, "_test")
+    finally:
+        del speed.PRESETS["_test"]
+
+
+def test_apply_preset_sets_fields_and_keeps_the_rest():
+    cfg = Config()
+    cfg.train.learning_rate = 5e-4
+    lean = speed.apply_preset(cfg, "lean")
+    assert (lean.quantization.mode, lean.train.precision, lean.train.prepare_kbit) == ("none", "bf16", False)
+    assert lean.train.gradient_checkpointing and lean.train.per_device_batch_size == 12
+    assert lean.train.learning_rate == 5e-4 and cfg.train.per_device_batch_size == 8  # copy, not changed in place
+    recipe = speed.apply_preset(cfg, "recipe")
+    assert (recipe.quantization.mode, recipe.train.precision, recipe.train.prepare_kbit) == ("int8", "fp16", True)
+    assert speed.apply_preset(cfg, "fast-frozen-encoder").train.freeze_encoder
+    with pytest.raises(ConfigError, match="unknown speed preset 'turbo'"):
+        speed.apply_preset(cfg, "turbo")
+
+
+@pytest.mark.parametrize("name", ["plain", "lean", "fast"])
+def test_preset_trains_and_matches_plain_first_loss(name):
+    plain = train_losses(tiny_lora_model(), 1)[0]
+    losses = train_losses(prepared(name, precision="fp32", compile_layers=False), 6)
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(plain, rel=1e-5)  # fp32 on both sides: only summation order differs
+    assert losses[-1] < losses[0] - 0.05
+
+
+@pytest.mark.parametrize("policy,expected", [("all", 4), ("encoder", 2), ("alternate", 2), ("none", 0)])
+def test_checkpointing_policies_choose_layers(policy, expected):
+    model = prepared("lean", checkpointing=policy, compile_layers=False)
+    core = model.base_model.model.model
+    flags = [layer.gradient_checkpointing for layer in [*core.encoder.layers, *core.decoder.layers]]
+    assert sum(flags) == expected
+    if policy == "encoder":
+        assert all(layer.gradient_checkpointing for layer in core.encoder.layers)
+
+
+def test_frozen_encoder_keeps_encoder_fixed_and_trains_decoder():
+    model = prepared("fast-frozen-encoder", precision="fp32", compile_layers=False)
+    encoder = model.base_model.model.model.encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    losses = train_losses(model, 6)
+    assert losses[-1] < losses[0] - 0.05
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="decoder only"):
+        speed.prepare_model(tiny_lora_model(freeze_encoder=False), "fast-frozen-encoder")
+
+
+@pytest.mark.slow
+def test_compiled_lean_preset_matches_plain():
+    """Regional compile + checkpointing outside the compiled layers (inductor on CPU: minutes)."""
+    plain = train_losses(tiny_lora_model(), 1)[0]
+    losses = train_losses(prepared("lean", precision="fp32"), 4)
+    assert losses[0] == pytest.approx(plain, rel=1e-4)
+    assert losses[-1] < losses[0]
+
+
+def test_log_mel_batch_equals_feature_extractor_on_speech(tmp_path):
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(wav), "whispertune makes fine tuning faster"], check=True)
+    audio, sr = sf.read(wav, dtype="float32")
+    import soxr
+
+    speech = soxr.resample(audio, sr, 16000).astype(np.float32)
+    clips = [speech, speech[: len(speech) // 3], np.concatenate([speech] * 12)]  # short, shorter, over 30 s
+    fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
+    expected = fe(clips, sampling_rate=16000, return_tensors="np")["input_features"]
+    got = speed.log_mel_batch(clips, fe.mel_filters).numpy()
+    assert got.shape == expected.shape == (3, 80, 3000)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_benchmark_scripts_smoke(tmp_path):
+    """train/eval/preprocess benchmarks on the tiny architecture write JSON lines that render to a table."""
+    env_cmd = [sys.executable]
+    common_args = ["--results-dir", str(tmp_path), "--model-root", str(tmp_path / "models")]
+    runs = [
+        ["benchmarks/train_throughput.py", "--arch", "tiny-random", "--steps", "1", "--warmup", "1", "--label-len",
+         "4", "--spec", "preset=plain,batch=1,precision=fp32,label=plain", *common_args],
+        ["benchmarks/eval_throughput.py", "--arch", "tiny-random", "--new-tokens", "3", "--batches", "1",
+         "--warmup", "0", "--check", "2", "--spec", "loop=whispertune,batch=2", *common_args],
+        ["benchmarks/preprocess_throughput.py", "--clips", "4", "--batch", "2", "--repeats", "1",
+         "--methods", "hf,batched-cpu", "--results-dir", str(tmp_path)],
+    ]
+    for cmd in runs:
+        subprocess.run(env_cmd + cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    train = json.loads((tmp_path / "train_throughput.jsonl").read_text().splitlines()[0])
+    assert train["loss_finite"] and train["samples_per_s"] > 0 and "error" not in train
+    evaluation = json.loads((tmp_path / "eval_throughput.jsonl").read_text().splitlines()[0])
+    assert evaluation["tokens_generated"] == 3 and evaluation["check_identical_sequences"] == 2
+    pre = [json.loads(x) for x in (tmp_path / "preprocess_throughput.jsonl").read_text().splitlines()]
+    assert {p["method"] for p in pre} == {"hf", "batched-cpu"} and all(p["max_abs_diff_vs_hf"] < 1e-4 for p in pre)
+    table = subprocess.run([sys.executable, "benchmarks/render_table.py", "--results-dir", str(tmp_path)],
+                           cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "| plain | none | 1 |" in table and "batched-cpu" in table
