@@ -38,6 +38,7 @@ def test_reference_config_holds_every_recipe_value():
     assert t.learning_rate == pytest.approx(1e-3)
     assert (t.warmup_steps, t.num_epochs, t.eval_strategy) == (50, 3.0, "epoch")
     assert t.precision == "fp16"
+    assert t.speed_preset == "recipe"  # the recipe as written, not the CUDA default `lean`
     assert t.logging_steps == 25
     assert t.remove_unused_columns is False
     assert t.label_names == ["labels"]
@@ -45,6 +46,13 @@ def test_reference_config_holds_every_recipe_value():
     assert cfg.generation.train_generation_max_length == 128
     # Evaluation: at most 255 new tokens
     assert cfg.generation.max_new_tokens == 255
+
+
+def test_speed_preset_is_validated():
+    assert load_config(None).train.speed_preset == "auto"
+    assert load_config(None, ["train.speed_preset=lean"]).train.speed_preset == "lean"
+    with pytest.raises(ConfigError, match="train.speed_preset.*auto, recipe"):
+        load_config(None, ["train.speed_preset=turbo"])
 
 
 def test_defaults_match_the_recipe_lora():

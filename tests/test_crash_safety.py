@@ -4,8 +4,10 @@ of a checkpoint write) and resumed with `--resume` each time ends exactly where 
 Start-up cost, measured on the 2-core CI machine: `python -m whispertune.cli train` spends ~16 s of an
 18 s tiny run importing torch/transformers/peft/bitsandbytes. Paying that for each of 7 launches would
 take ~2 minutes, so the reference run is a real `python -m whispertune.cli train` subprocess and the
-killed/resumed runs are forked children of the test process (imports already done) that run the same
-`whispertune.cli.main([...])` entry point in their own process and are killed with a real SIGKILL.
+killed/resumed runs are children of a multiprocessing fork server that imported whispertune once; each
+runs the same `whispertune.cli.main([...])` entry point in its own process and is killed with a real
+SIGKILL. (Not plain fork from the test process: after torch has run parallel CPU work there, a forked
+child can hang in OpenMP's thread pool.)
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ KILLS = 6
 TIMEOUT_S = 60.0
 
 
-def _run_cli(argv: list[str], log: str) -> None:
+def _run_cli(argv: list[str], log: str, threads: int) -> None:
     """Child process body: the CLI entry point with its output in `log`."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    torch.set_num_threads(threads)  # the same as the reference run's, for identical arithmetic
     from whispertune.cli import main
 
     os._exit(main(argv))
@@ -100,7 +103,8 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
     run = tmp_path / "killed"
     cfg = _write_config(tmp_path / "killed.yaml", model_dir, speech_folder, run)
     staging = run / "checkpoints" / STAGING
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "whispertune.cli", "whispertune.train"])
     rng = random.Random(8)
     mid_write_kill_at = rng.randrange(1, KILLS)  # which kill waits for a checkpoint being written
     mid_write_seen = False
@@ -109,7 +113,7 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
         resume = ["--resume"] if complete_checkpoints(run / "checkpoints") else []
         before = _logged_losses(run)
         start = max(before, default=0)
-        proc = ctx.Process(target=_run_cli, args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log")))
+        proc = ctx.Process(target=_run_cli, args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log"), int(threads)))
         proc.start()
         if kills >= mid_write_kill_at and not mid_write_seen:
             _wait_for(lambda: _writing_checkpoint(staging), proc, "a checkpoint write")

@@ -70,6 +70,23 @@ def prepared(name: str, **changes) -> torch.nn.Module:
         del speed.PRESETS["_test"]
 
 
+def test_resolve_preset_applies_only_on_cuda():
+    cfg = Config()
+    assert speed.resolve_preset(cfg, "cpu") is None  # CPU: the config as written, even for "auto"
+    assert speed.resolve_preset(cfg, "cuda") == "lean"
+    cfg.train.speed_preset = "fast"
+    assert speed.resolve_preset(cfg, "cuda:0") == "fast"
+    assert speed.resolve_preset(cfg, "cpu") is None
+    frozen = Config()
+    frozen.train.freeze_encoder = frozen.train.cache_encoder_outputs = True
+    assert speed.resolve_preset(frozen, "cuda") is None  # auto leaves the cached-encoder path alone
+    frozen.train.speed_preset = "lean"
+    with pytest.raises(ConfigError, match="cache_encoder_outputs"):
+        speed.resolve_preset(frozen, "cuda")
+    frozen.train.speed_preset = "fast-frozen-encoder"
+    assert speed.resolve_preset(frozen, "cuda") == "fast-frozen-encoder"
+
+
 def test_apply_preset_sets_fields_and_keeps_the_rest():
     cfg = Config()
     cfg.train.learning_rate = 5e-4
@@ -161,3 +178,15 @@ def test_benchmark_scripts_smoke(tmp_path):
     table = subprocess.run([sys.executable, "benchmarks/render_table.py", "--results-dir", str(tmp_path)],
                            cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert "| plain | none | 1 |" in table and "batched-cpu" in table
+
+
+@pytest.mark.parametrize("name", ["fast", "lean"])
+def test_preset_configs_are_written_as_their_preset_sets_them(name):
+    from whispertune.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(root / f"{name}-large-v2-marathi.yaml")
+    reference = load_config(root / "reference-large-v2-marathi-int8.yaml")
+    assert cfg.train.speed_preset == name
+    assert speed.apply_preset(cfg, name).to_dict() == cfg.to_dict()  # the file already says what CUDA runs
+    assert (cfg.data, cfg.lora, cfg.train.learning_rate) == (reference.data, reference.lora, reference.train.learning_rate)

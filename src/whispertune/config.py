@@ -88,6 +88,8 @@ class TrainingConfig:
     predict_with_generate: bool = False  # WER by generation at each evaluation
     max_nonfinite_steps: int = 3  # stop after this many NaN/inf-loss steps in a row (each is skipped)
     seed: int = 42
+    # speed.PRESETS name or "auto" (CUDA: `lean`, unless freeze_encoder; CPU: the config as written)
+    speed_preset: str = "auto"
     remove_unused_columns: bool = False
     label_names: list[str] = field(default_factory=lambda: ["labels"])
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -301,6 +303,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.learning_rate: got {cfg.train.learning_rate}, expected a positive number")
     if cfg.train.cache_encoder_outputs and not cfg.train.freeze_encoder:
         raise ConfigError("train.cache_encoder_outputs needs train.freeze_encoder: true")
+    from .speed import PRESETS  # here, not at the top: speed imports this module
+
+    if cfg.train.speed_preset not in ("auto", *PRESETS):
+        raise ConfigError(f"train.speed_preset: got {cfg.train.speed_preset!r}, expected one of "
+                          f"auto, {', '.join(PRESETS)}")
     if cfg.data.num_proc <= 0:
         raise ConfigError(f"data.num_proc: got {cfg.data.num_proc}, expected a positive integer")
     if not DEVICE_MAP.match(cfg.quantization.device_map):

@@ -21,6 +21,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 import platformdirs
 from datasets import Array2D, Dataset, IterableDataset, Value
 
@@ -65,6 +66,7 @@ class Featurizer:
         self.max_label_length = max_label_length
         self.max_duration_s = max_duration_s
         self.num_frames = int(self.feature_extractor.nb_max_frames)
+        self._parent_pid = os.getpid()
         self.features = datasets.Features(
             {
                 "id": Value("string"),
@@ -95,6 +97,11 @@ class Featurizer:
         )
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if os.getpid() != self._parent_pid and torch.get_num_threads() != 1:
+            # A forked worker must not enter OpenMP's thread pool, which it inherited in a broken state
+            # once the parent had run parallel torch work (the feature extractor computes with torch):
+            # it would hang. One thread per worker is also what num_proc workers want.
+            torch.set_num_threads(1)
         audio = row["audio"] or {}
         out = {"file": audio.get("path") or "<bytes>", "duration": 0.0, "labels": [], "skip_reason": None,
                "skip_detail": "", "input_features": np.zeros((0, self.num_frames), np.float32)}

@@ -123,7 +123,7 @@ def load_for_inference(
     meta: dict[str, Any] = {}
     if adapter is not None:
         local = Path(adapter)
-        if local.is_dir() and not (local / "adapter_model.safetensors").is_file():
+        if (local / "adapter_config.json").is_file() and not (local / "adapter_model.safetensors").is_file():
             raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors adapters are loaded)")
         adapter_config, meta = adapter_metadata(adapter)
         if model is None:

@@ -75,9 +75,26 @@ def apply_preset(cfg: Config, name: str) -> Config:
     out.train.freeze_encoder = preset.freeze_encoder
     out.train.per_device_batch_size = preset.batch_size
     out.model.attn_implementation = preset.attn_implementation
-    # Not yet a config field (proposed: train.speed_preset); the trainer reads it with getattr.
-    out.train.speed_preset = name  # type: ignore[attr-defined]
+    out.train.speed_preset = name
     return out
+
+
+def resolve_preset(cfg: Config, device: str) -> str | None:
+    """The preset `train()` applies for `cfg.train.speed_preset` on `device`, or None (config as written).
+
+    Presets are GPU measurements: on a CPU nothing is applied. `auto` on CUDA is `lean` (the recipe's
+    memory at 4.3-4.7x its speed), except with `train.freeze_encoder`, whose cached-encoder path has its own
+    trainable set; an explicit preset that trains the encoder cannot run with cached encoder outputs.
+    """
+    name = cfg.train.speed_preset
+    if not device.startswith("cuda"):
+        return None
+    if name == "auto":
+        return None if cfg.train.freeze_encoder else "lean"
+    if cfg.train.cache_encoder_outputs and not get_preset(name).freeze_encoder:
+        raise ConfigError(f"train.speed_preset={name} trains the encoder, but train.cache_encoder_outputs is on; "
+                          "use speed_preset auto or fast-frozen-encoder")
+    return name
 
 
 def _whisper_core(model: torch.nn.Module) -> torch.nn.Module:

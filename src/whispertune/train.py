@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
-from . import __version__
+from . import __version__, speed
 from .checkpoints import STAGING, AtomicCheckpointTrainer, checkpoint_step, resolve_resume
 from .config import Config
 from .errors import HardwareError, UserError
@@ -214,6 +214,10 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     ckpt_root = run_dir / "checkpoints"
     resume_from = resolve_resume(ckpt_root, resume)  # fail before any loading if there is nothing to resume
     device = resolve_device(None)
+    preset = speed.resolve_preset(cfg, device)
+    if preset is not None:
+        cfg = speed.apply_preset(cfg, preset)
+        print(f"speed preset {preset}: {speed.get_preset(preset)}")
     precision = resolve_precision(cfg.train.precision, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
@@ -233,6 +237,8 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
     model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
+    if preset is not None and preset != "recipe":  # the recipe is peft's k-bit preparation, done above
+        model = speed.prepare_model(model, preset)
     if cfg.train.cache_encoder_outputs:
         train_ds, eval_ds = _with_cached_encoder(cfg, model, train_ds, eval_ds)
     from .collate import SpeechCollator

@@ -1,0 +1,43 @@
+"""A shortened `whispertune demo` on the real embedded whisper-base and synthesized Marathi speech."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from whispertune.demo import DemoSettings, choose_quantization, run_demo
+
+pytestmark = [pytest.mark.embedded, pytest.mark.synth]
+
+
+@pytest.fixture(autouse=True)
+def _needs_espeak():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+
+
+def test_short_demo_lowers_wer_and_cer(tmp_path):
+    settings = DemoSettings(
+        out_dir=str(tmp_path / "run"), corpus_dir=str(tmp_path / "corpus"), variants=1, train_sentences=32,
+        test_sentences=8, epochs=3, batch_size=8, learning_rate=2e-3, engines=("espeak-ng",), max_new_tokens=64,
+        progress=False,
+    )
+    result = run_demo(settings)
+
+    assert result.test_clips == 8 and result.train_clips == 32
+    assert result.after["wer"] < result.before["wer"], (result.before, result.after)
+    assert result.after["cer"] < result.before["cer"], (result.before, result.after)
+    run = result.run_dir
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / "demo.png").stat().st_size > 10_000
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["demo"]["adapted"]["cer"] == pytest.approx(result.after["cer"])
+    assert len(result.examples) == 3 and all(ex["reference"] for ex in result.examples)
+
+
+def test_auto_quantization_on_cpu_says_why():
+    mode, why = choose_quantization("auto", "cpu")
+    assert mode == "none" and "int8" in why
+    assert choose_quantization("none", "cpu") == ("none", "as requested")
