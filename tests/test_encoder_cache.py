@@ -42,6 +42,19 @@ def test_cached_forward_and_generate_equal_the_plain_model(tiny_whisper_dir):
         loss_plain = model(**plain).loss
     assert torch.isclose(loss_cached, loss_plain, rtol=1e-3)
 
+    # with the cross-attention keys/values cached as well, the loss is the same
+    from whispertune.encoder_cache import CrossKVCollator, cross_attention_kv
+
+    kv = cross_attention_kv(model, hidden, progress=False)
+    assert kv.shape == (3, model.config.decoder_layers, 2, model.config.decoder_attention_heads, 1500,
+                        model.config.d_model // model.config.decoder_attention_heads)
+    rows = [CachedEncoderDataset(labels, hidden, cross_kv=kv)[i] for i in range(3)]
+    with_kv = CrossKVCollator(collator)(rows)
+    assert with_kv["use_cache"] is True
+    with torch.no_grad():
+        loss_kv = model(**with_kv).loss
+    assert torch.isclose(loss_kv, loss_cached, rtol=1e-3)
+
     texts = generate_from_cache(model, processor, hidden.float(), language="en", task="transcribe",
                                 batch_size=2, max_new_tokens=6, progress=False)
     with torch.no_grad():
@@ -49,10 +62,16 @@ def test_cached_forward_and_generate_equal_the_plain_model(tiny_whisper_dir):
     assert texts == [t.strip() for t in processor.tokenizer.batch_decode(ref, skip_special_tokens=True)]
 
 
+DECODER_TARGETS = "self_attn.q_proj,self_attn.k_proj,self_attn.v_proj,self_attn.out_proj,encoder_attn.q_proj,fc1,fc2"
+
+
 def test_frozen_encoder_training_lowers_loss_and_reuses_the_cache(trainable_whisper_dir, speech_folder, tmp_path):
-    overrides = train_overrides(trainable_whisper_dir, speech_folder, tmp_path / "run", "none", 12) + [
-        "train.freeze_encoder=true", "train.cache_encoder_outputs=true", "data.eval_split=null"]
-    result = train(load_config(None, overrides))
+    def overrides(out, *extra):
+        return train_overrides(trainable_whisper_dir, speech_folder, tmp_path / out, "none", 12) + [
+            "train.freeze_encoder=true", "train.cache_encoder_outputs=true", "data.eval_split=null",
+            f"lora.target_modules={DECODER_TARGETS}", *extra]
+
+    result = train(load_config(None, overrides("run")))
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
     caches = list((tmp_path / "features" / "encoder").glob("encoder-*.safetensors"))
@@ -65,10 +84,24 @@ def test_frozen_encoder_training_lowers_loss_and_reuses_the_cache(trainable_whis
     names = list(load_file(result.adapter_dir / "adapter_model.safetensors"))
     assert names and all(".decoder." in n for n in names)
 
-    # a second run (another output dir) reads the cached encoder outputs instead of recomputing them
-    again = train(load_config(None, overrides[:-3] + [f"train.output_dir={tmp_path / 'run2'}",
-                                                      "train.freeze_encoder=true", "train.cache_encoder_outputs=true",
-                                                      "data.eval_split=null"]))
+    # a second run reads the cached encoder outputs instead of recomputing them, and with the
+    # cross-attention keys/values cached too it takes the same steps
+    again = train(load_config(None, overrides("run2", "train.cache_cross_attention=true")))
     assert caches[0].stat().st_mtime_ns == stamp
     again_losses = [h["loss"] for h in again.log_history if "loss" in h]
-    assert again_losses == pytest.approx(losses, rel=1e-5)
+    assert again_losses == pytest.approx(losses, rel=1e-4)
+
+
+def test_cross_attention_cache_refuses_adapted_keys(tiny_whisper_dir):
+    from whispertune.config import LoraConfig
+    from whispertune.encoder_cache import cross_attention_kv
+    from whispertune.errors import ConfigError
+    from whispertune.model import add_lora
+
+    with pytest.raises(ConfigError, match="cross-attention keys/values must stay frozen"):
+        load_config(None, ["train.freeze_encoder=true", "train.cache_encoder_outputs=true",
+                           "train.cache_cross_attention=true", "lora.target_modules=q_proj,v_proj"])
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_dir)
+    peft_model = add_lora(model, LoraConfig(target_modules=["encoder_attn.v_proj"]), freeze_encoder=True, verbose=False)
+    with pytest.raises(ValueError, match="without adapters"):
+        cross_attention_kv(peft_model, torch.zeros(1, 1500, model.config.d_model), progress=False)

@@ -85,6 +85,7 @@ class TrainingConfig:
     prepare_kbit: bool = True  # peft's prepare_model_for_kbit_training on quantized bases
     freeze_encoder: bool = False  # LoRA on the decoder only
     cache_encoder_outputs: bool = False  # with freeze_encoder: run the encoder once per clip
+    cache_cross_attention: bool = False  # also keep the decoder's cross-attention keys/values (18 MB a clip for base)
     predict_with_generate: bool = False  # WER by generation at each evaluation
     max_nonfinite_steps: int = 3  # stop after this many NaN/inf-loss steps in a row (each is skipped)
     seed: int = 42
@@ -303,6 +304,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.learning_rate: got {cfg.train.learning_rate}, expected a positive number")
     if cfg.train.cache_encoder_outputs and not cfg.train.freeze_encoder:
         raise ConfigError("train.cache_encoder_outputs needs train.freeze_encoder: true")
+    if cfg.train.cache_cross_attention and not cfg.train.cache_encoder_outputs:
+        raise ConfigError("train.cache_cross_attention needs train.cache_encoder_outputs: true")
+    if cfg.train.cache_cross_attention and any(t.split(".")[-1] in ("k_proj", "v_proj") and "self_attn" not in t
+                                               for t in cfg.lora.target_modules):
+        raise ConfigError("train.cache_cross_attention: the cross-attention keys/values must stay frozen; name "
+                          "self-attention projections as self_attn.k_proj / self_attn.v_proj in lora.target_modules")
     from .speed import PRESETS  # here, not at the top: speed imports this module
 
     if cfg.train.speed_preset not in ("auto", *PRESETS):

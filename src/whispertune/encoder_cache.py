@@ -84,26 +84,105 @@ def cached_encode(model, dataset, *, cache_dir: str | Path | None, key: str, bat
 
 @dataclass
 class CachedEncoderDataset(torch.utils.data.Dataset):
-    """Rows of (labels, encoder_hidden_states) for the collator, in the model's compute dtype."""
+    """Rows of (labels, encoder_hidden_states[, cross_kv]) for the collator, in the model's compute dtype."""
 
     labels: list[list[int]]
     hidden: torch.Tensor
     dtype: torch.dtype = torch.float32
+    cross_kv: torch.Tensor | None = None  # (N, layers, 2, heads, 1500, head_dim), see `cross_attention_kv`
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict:
-        return {"labels": self.labels[index], "encoder_hidden_states": self.hidden[index].to(self.dtype)}
+        row = {"labels": self.labels[index], "encoder_hidden_states": self.hidden[index].to(self.dtype)}
+        if self.cross_kv is not None:
+            row["cross_kv"] = self.cross_kv[index].to(self.dtype)
+        return row
+
+
+def _cross_attention_layers(model) -> list:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [layer.encoder_attn for layer in base.get_decoder().layers]
+
+
+def check_cross_kv_frozen(model) -> None:
+    """Cached keys/values are only right if no adapter sits on the cross-attention k/v projections."""
+    for attn in _cross_attention_layers(model):
+        for proj in (attn.k_proj, attn.v_proj):
+            if not isinstance(proj, torch.nn.Linear) or hasattr(proj, "lora_A"):
+                raise ValueError("cross-attention keys/values can be cached only without adapters on "
+                                 "encoder_attn.k_proj / encoder_attn.v_proj")
+
+
+@torch.inference_mode()
+def cross_attention_kv(model, hidden: torch.Tensor, *, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+    """The decoder's cross-attention keys and values for cached encoder outputs, in float16.
+
+    With the encoder frozen and no adapter on `encoder_attn.k_proj`/`v_proj`, these are constants per
+    clip: computing them once instead of at every step roughly halves the cost of a decoder training
+    step on a CPU (they project all 1500 encoder positions). 18 MB a clip for whisper-base.
+    """
+    check_cross_kv_frozen(model)
+    layers = _cross_attention_layers(model)
+    device = next(model.parameters()).device
+    dtype = _compute_dtype(_encoder(model))
+    first = layers[0]
+    # filled in place: collecting chunks and concatenating them would need twice the memory
+    out = torch.empty((len(hidden), len(layers), 2, first.num_heads, hidden.shape[1], first.head_dim),
+                      dtype=STORE_DTYPE)
+    for start in tqdm(range(0, len(hidden), batch_size), desc="cross-attention keys/values", unit="batch",
+                      disable=not progress):
+        states = hidden[start : start + batch_size].to(device, dtype)
+        for index, attn in enumerate(layers):
+            shape = (states.shape[0], -1, attn.num_heads, attn.head_dim)
+            for which, proj in enumerate((attn.k_proj, attn.v_proj)):
+                out[start : start + len(states), index, which] = proj(states).view(shape).transpose(1, 2).to("cpu", STORE_DTYPE)
+    return out
+
+
+class CrossKVCollator:
+    """Wraps the speech collator: rows with `cross_kv` become a prefilled cross-attention cache.
+
+    The decoder then reads the cached keys/values instead of projecting the encoder outputs again
+    (`use_cache=True` is what makes Whisper's attention consult the cache; the self-attention half
+    starts empty, so gradients flow through the decoder exactly as without it).
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, rows: list[dict]) -> dict:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        if "cross_kv" not in rows[0]:
+            return self.collator(rows)
+        kv = torch.stack([row.pop("cross_kv") for row in rows])  # (B, layers, 2, heads, T, head_dim)
+        batch = self.collator(rows)
+        cross = DynamicCache()
+        for layer in range(kv.shape[1]):
+            cross.update(kv[:, layer, 0], kv[:, layer, 1], layer)
+        cache = EncoderDecoderCache(DynamicCache(), cross)
+        for layer in range(kv.shape[1]):
+            cache.is_updated[layer] = True
+        batch["past_key_values"] = cache
+        batch["use_cache"] = True
+        return batch
 
 
 def cached_dataset(model, dataset, *, model_dir: str, quantization: str, cache_dir: str | Path | None,
-                   batch_size: int = 8, progress: bool = True, desc: str = "encoding") -> CachedEncoderDataset:
-    """A prepared dataset (`input_features`, `labels`, `id`) as (labels, cached encoder output) rows."""
+                   batch_size: int = 1, progress: bool = True, desc: str = "encoding",
+                   cross_kv: bool = False) -> CachedEncoderDataset:
+    """A prepared dataset (`input_features`, `labels`, `id`) as (labels, cached encoder output) rows.
+
+    `batch_size` 1 is the fastest on a CPU (measured 0.82 s a clip for whisper-base on 2 cores, against
+    1.49 s at batch 8: the 1500x1500 attention maps of a large batch fall out of the caches).
+    """
     key = cache_key(model_dir, quantization, list(dataset["id"]))
     hidden = cached_encode(model, dataset, cache_dir=cache_dir, key=key, batch_size=batch_size,
                            progress=progress, desc=desc)
-    return CachedEncoderDataset(list(dataset["labels"]), hidden, _compute_dtype(_encoder(model)))
+    kv = cross_attention_kv(model, hidden, progress=progress) if cross_kv else None
+    return CachedEncoderDataset(list(dataset["labels"]), hidden, _compute_dtype(_encoder(model)), kv)
 
 
 @torch.inference_mode()

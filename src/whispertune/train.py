@@ -194,9 +194,10 @@ def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
     from .encoder_cache import cached_dataset
     from .features import default_cache_dir
 
+    batch = 1 if next(model.parameters()).device.type == "cpu" else cfg.eval.batch_size
     common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
                   cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
-                  batch_size=cfg.eval.batch_size)
+                  batch_size=batch, cross_kv=cfg.train.cache_cross_attention)
     train_ds = cached_dataset(model, train_ds, desc="encoding train", **common)
     if eval_ds is not None:
         eval_ds = cached_dataset(model, eval_ds, desc="encoding eval", **common)
@@ -244,6 +245,10 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     from .collate import SpeechCollator
 
     collator = SpeechCollator(processor, model.config.decoder_start_token_id)
+    if cfg.train.cache_cross_attention:
+        from .encoder_cache import CrossKVCollator
+
+        collator = CrossKVCollator(collator)
     args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None)
     trainer = AtomicCheckpointTrainer(
         model=model,
