@@ -97,7 +97,7 @@ class CachedEncoderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = {"labels": self.labels[index], "encoder_hidden_states": self.hidden[index].to(self.dtype)}
         if self.cross_kv is not None:
-            row["cross_kv"] = self.cross_kv[index].to(self.dtype)
+            row["cross_kv"] = self.cross_kv[index]  # float16: the collator converts the stacked batch once
         return row
 
 
@@ -159,9 +159,12 @@ class CrossKVCollator:
             return self.collator(rows)
         kv = torch.stack([row.pop("cross_kv") for row in rows])  # (B, layers, 2, heads, T, head_dim)
         batch = self.collator(rows)
+        dtype = batch["encoder_outputs"][0].dtype
         cross = DynamicCache()
         for layer in range(kv.shape[1]):
-            cross.update(kv[:, layer, 0], kv[:, layer, 1], layer)
+            # contiguous per-layer tensors in the compute dtype: attention on strided views is slower
+            keys, values = (kv[:, layer, i].to(dtype).contiguous() for i in (0, 1))
+            cross.update(keys, values, layer)
         cache = EncoderDecoderCache(DynamicCache(), cross)
         for layer in range(kv.shape[1]):
             cache.is_updated[layer] = True
