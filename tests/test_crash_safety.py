@@ -113,7 +113,8 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
         resume = ["--resume"] if complete_checkpoints(run / "checkpoints") else []
         before = _logged_losses(run)
         start = max(before, default=0)
-        proc = ctx.Process(target=_run_cli, args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log"), int(threads)))
+        proc = ctx.Process(target=_run_cli,
+                           args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log"), int(threads)))
         proc.start()
         if kills >= mid_write_kill_at and not mid_write_seen:
             _wait_for(lambda: _writing_checkpoint(staging), proc, "a checkpoint write")
@@ -146,7 +147,8 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
     assert mid_write_seen, "no kill landed inside a checkpoint write"
 
     # Finish with --resume and compare with the uninterrupted run.
-    proc = ctx.Process(target=_run_cli, args=(["train", "--config", str(cfg), "--resume"], str(tmp_path / "out.log")))
+    proc = ctx.Process(target=_run_cli,
+                       args=(["train", "--config", str(cfg), "--resume"], str(tmp_path / "out.log"), int(threads)))
     proc.start()
     proc.join(timeout=300)
     assert proc.exitcode == 0, (tmp_path / "out.log").read_text()[-3000:]
