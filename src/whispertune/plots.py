@@ -11,13 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 
-def plot_loss(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Training loss (and eval loss, if any) against step as a PNG; None when nothing was logged."""
+def _loss_panel(ax, log_history: list[dict[str, Any]]) -> None:
+    """Training loss (and eval loss, if logged) against step."""
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
-    if not train and not evals:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), marker=".", label="train loss")
     if evals:
@@ -26,6 +23,14 @@ def plot_loss(log_history: list[dict[str, Any]], path: str | Path) -> Path | Non
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def plot_loss(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Training loss (and eval loss, if any) against step as a PNG; None when nothing was logged."""
+    if not any("loss" in h or "eval_loss" in h for h in log_history):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _loss_panel(ax, log_history)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
@@ -37,17 +42,8 @@ def plot_demo(log_history: list[dict[str, Any]], before: dict[str, float], after
               path: str | Path) -> Path:
     """Two panels: the training (and eval) loss, and WER/CER before and after fine-tuning."""
     fig, (loss_ax, bar_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
-    if train:
-        loss_ax.plot(*zip(*train), marker=".", label="train loss")
-    if evals:
-        loss_ax.plot(*zip(*evals), marker="o", label="test loss")
-    loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("loss")
+    _loss_panel(loss_ax, log_history)
     loss_ax.set_title("training")
-    loss_ax.grid(alpha=0.3)
-    loss_ax.legend()
     names = ["WER", "CER"]
     xs = range(len(names))
     b = [before["wer"], before["cer"]]
