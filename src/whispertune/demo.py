@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ def demo_config(settings: DemoSettings, corpus: Path, quantization: str, device:
 
 def _test_set(cfg: Config, model, processor):
     """Cached encoder outputs and references of the test split (shares train()'s encoder cache)."""
+    from .embedded import resolve_model_name
     from .encoder_cache import cached_dataset
     from .features import default_cache_dir, prepare_split
     from .report import DataReport
@@ -151,8 +153,6 @@ def _test_set(cfg: Config, model, processor):
     examples = load_examples(cfg.data, "test", report)
     prepared = prepare_split(examples, processor, cfg.data, language=cfg.model.language, task=cfg.model.task,
                              max_label_length=model.config.max_target_positions, report=report, split="test")
-    from .embedded import resolve_model_name
-
     on_cpu = next(model.parameters()).device.type == "cpu"  # batch 1 encodes fastest on a CPU
     cached = cached_dataset(model, prepared, model_dir=resolve_model_name(cfg.model.name_or_path),
                             quantization=cfg.quantization.mode, cache_dir=default_cache_dir().parent / "encoder",
@@ -172,8 +172,6 @@ def _score(model, processor, hidden, refs, cfg: Config, desc: str) -> tuple[dict
 
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     """The whole demo; returns the numbers it printed."""
-    import torch
-
     from .embedded import resolve_model_name
     from .inference import load_for_inference
     from .model import resolve_device
@@ -183,46 +181,34 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     start = time.monotonic()
     stages: dict[str, float] = {}
 
-    def stage(name: str, began: float) -> None:
+    @contextmanager
+    def stage(name: str, title: str):
+        console.rule(title)
+        began = time.monotonic()
+        yield
         stages[name] = round(time.monotonic() - began, 1)
 
     device = resolve_device(None)
-    if device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     quantization, note = choose_quantization(settings.quantization, device)
     console.rule("[bold]whispertune demo: Whisper-base -> Marathi")
     console.print(f"device: {device}; base quantization: {quantization} ({note})")
 
-    t = time.monotonic()
-    console.rule("1/5 synthetic Marathi corpus")
-    corpus = build_corpus(settings)
-    stage("corpus", t)
-
-    t = time.monotonic()
-    console.rule("2/5 embedded whisper-base")
-    console.print(f"model: {resolve_model_name(settings.model)}")
-    cfg = demo_config(settings, corpus, quantization, device)
-    base = load_for_inference(settings.model, quantization=quantization, device=device,
-                              language=settings.language, task="transcribe")
-    stage("model", t)
-
-    t = time.monotonic()
-    console.rule("3/5 zero-shot evaluation (test split)")
-    hidden, refs = _test_set(cfg, base.model, base.processor)
-    before, hyps_before = _score(base.model, base.processor, hidden, refs, cfg, "zero-shot")
-    del base
-    stage("zero_shot", t)
-
-    t = time.monotonic()
-    console.rule("4/5 LoRA training (frozen encoder, decoder adapters)")
-    result = train(cfg)
-    stage("train", t)
-
-    t = time.monotonic()
-    console.rule("5/5 evaluation after training")
-    tuned = load_for_inference(adapter=str(result.adapter_dir), quantization=quantization, device=device)
-    after, hyps_after = _score(tuned.model, tuned.processor, hidden, refs, cfg, "adapted")
-    stage("after", t)
+    with stage("corpus", "1/5 synthetic Marathi corpus"):
+        corpus = build_corpus(settings)
+    with stage("model", "2/5 embedded whisper-base"):
+        console.print(f"model: {resolve_model_name(settings.model)}")
+        cfg = demo_config(settings, corpus, quantization, device)
+        base = load_for_inference(settings.model, quantization=quantization, device=device,
+                                  language=settings.language, task="transcribe")
+    with stage("zero_shot", "3/5 zero-shot evaluation (test split)"):
+        hidden, refs = _test_set(cfg, base.model, base.processor)
+        before, hyps_before = _score(base.model, base.processor, hidden, refs, cfg, "zero-shot")
+        del base
+    with stage("train", "4/5 LoRA training (frozen encoder, decoder adapters)"):
+        result = train(cfg)
+    with stage("after", "5/5 evaluation after training"):
+        tuned = load_for_inference(adapter=str(result.adapter_dir), quantization=quantization, device=device)
+        after, hyps_after = _score(tuned.model, tuned.processor, hidden, refs, cfg, "adapted")
 
     picks = random.Random(settings.seed).sample(range(len(refs)), min(3, len(refs)))
     examples = [{"reference": refs[i], "zero_shot": hyps_before[i], "adapted": hyps_after[i]} for i in picks]
