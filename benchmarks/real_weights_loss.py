@@ -68,7 +68,8 @@ def train_run(name: str, seed: int, args, model_dir: Path, feats: torch.Tensor, 
             print(f"{name} seed={seed} step={step} loss={losses[-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
     seconds = round(time.time() - t0, 1)
     del model, opt, params
-    return {"preset": name, "seed": seed, "batch": args.batch, "losses": losses, "seconds": seconds}
+    return {"preset": name, "seed": seed, "batch": args.batch, "losses": losses, "seconds": seconds,
+            "date": common.environment()["date"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--clips", type=int, default=None)
+    p.add_argument("--previous", type=Path, default=None,
+                   help="an earlier result file of the same model, steps and corpus: its runs are kept and compared")
     args = p.parse_args(argv)
     common.quiet()
     dev = common.device()
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     order = order.repeat(args.steps * args.batch // len(order) + 1)
     out = {"model": "whisper-base (fp16 copy of the embedded checkpoint)", "steps": args.steps,
            "clips": len(audio), **common.environment(), "runs": []}
+    if args.previous:  # runs measured in an earlier call (same data order and schedule), tagged with their date
+        before = json.loads(args.previous.read_text(encoding="utf-8"))
+        if (before["steps"], before["clips"]) != (args.steps, len(audio)):
+            raise SystemExit(f"{args.previous}: steps/clips {before['steps']}/{before['clips']} differ from this run")
+        out["runs"] = [r | {"date": r.get("date", before["date"])} for r in before["runs"]]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for item in args.runs.split(","):
         name, seed = item.split(":")
@@ -110,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(runs: list[dict]) -> dict:
     """Mean |difference| of 20-step moving averages against recipe seed 0 (recipe seed 1 = the noise)."""
-    ok = {f"{r['preset']}:{r['seed']}": moving_average(r["losses"]) for r in runs if "losses" in r}
+    ok = {}
+    for r in runs:  # a rerun of the same preset and seed is keyed preset:seed#2
+        if "losses" in r:
+            key = f"{r['preset']}:{r['seed']}"
+            ok[key if key not in ok else f"{key}#{sum(k.startswith(key) for k in ok) + 1}"] = moving_average(r["losses"])
     ref = ok.get("recipe:0")
     if ref is None:
         return {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What one device call runs (see benchmarks/README.md). Usage: benchmarks/run_gpu_suite.sh train|eval [OUTDIR]
+# What one device call runs (see benchmarks/README.md). Usage: benchmarks/run_gpu_suite.sh train|eval|fp8 [OUTDIR]
 # Needs the wheels in .whl/ (transformers 5.23.0, peft 0.21.2, bitsandbytes 0.50.2) carried with the call.
 set -uo pipefail
 part=${1:-train}
@@ -33,5 +33,12 @@ case "$part" in
        --spec loop=whispertune,batch=64,cache=static,label=wt-b64-static
     python3 benchmarks/preprocess_throughput.py --clips 512 --batch 64 --threads 16 --results-dir "$out"
     python3 benchmarks/preprocess_throughput.py --clips 512 --batch 64 --threads 1 --methods hf,batched-cpu --results-dir "$out" ;;
-  *) echo "unknown part $part (train|eval)"; exit 2 ;;
+  fp8)
+    # FP8 frozen weights against the best plain bf16 configs and `fast`, same run (issue 7's 1.5x target)
+    python3 benchmarks/fp8_gemm_probe.py --results-dir "$out"
+    $T --spec preset=plain,batch=32,label=plain-b32 --spec preset=fast-fp8,label=fast-fp8-b32 \
+       --spec preset=fast,batch=32,label=fast-b32 --spec preset=fast-fp8,batch=48,label=fast-fp8-b48 \
+       --spec preset=plain,batch=24,label=plain-b24 --spec preset=fast,batch=48,label=fast-b48 \
+       --spec preset=lean,fp8=1,label=lean-fp8-b12 ;;
+  *) echo "unknown part $part (train|eval|fp8)"; exit 2 ;;
 esac

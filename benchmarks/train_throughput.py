@@ -7,7 +7,8 @@ overrides, e.g.
         --spec preset=recipe --spec preset=plain,batch=24 --spec preset=fast,sdpa=cudnn
 
 Spec keys: preset, label, batch, quant (none/int8/nf4), precision (bf16/fp16/fp32), prepare_kbit,
-ckpt (none/all/encoder/alternate), reentrant, compile (0/1), freeze_encoder (0/1), attn
+ckpt (none/all/encoder/alternate), reentrant, compile (0/1), freeze_encoder (0/1), fp8 (0/1: frozen weights
+in float8), attn
 (sdpa/eager/flash_attention_2), sdpa (default/flash/efficient/cudnn/math: SDPA backend priority).
 Specs run one after another in this process (the previous model freed, peak memory reset); a
 failing spec (OOM, missing kernel) is recorded with its error and the rest go on. Every result is a
@@ -35,9 +36,9 @@ import common  # noqa: E402
 
 from whispertune import speed  # noqa: E402
 
-BOOL_KEYS = {"prepare_kbit", "reentrant", "compile", "freeze_encoder"}
+BOOL_KEYS = {"prepare_kbit", "reentrant", "compile", "freeze_encoder", "fp8"}
 FIELD_OF = {"quant": "quantization", "ckpt": "checkpointing", "compile": "compile_layers", "batch": "batch_size",
-            "attn": "attn_implementation"}
+            "attn": "attn_implementation", "fp8": "fp8_weights"}
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
                  "math": "MATH"}
 
@@ -130,6 +131,8 @@ def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str) -> None:
         if dev.type == "cuda" and args.peak_tflops:
             record["mfu"] = round(samples_s * flops["total"] / (args.peak_tflops * 1e12), 4)
             record["peak_tflops"] = args.peak_tflops
+            if preset.fp8_weights:  # the projections run at the FP8 rate: twice the dense bf16 peak
+                record["mfu_vs_fp8_peak"] = round(record["mfu"] / 2, 4)
         del model, opt, params, batches, loss
     except Exception as exc:  # noqa: BLE001 - one failing configuration must not end the whole suite
         record["error"] = f"{type(exc).__name__}: {exc}"[:500]

@@ -13,6 +13,8 @@ Presets:
   for 32 identical layers), larger batch.
 - `lean`: bf16 weights, non-reentrant checkpointing of every layer, regional compile, batch 12:
   fits the recipe's memory (<= 5.45 GiB on large-v2) at 4.3-4.7x its speed.
+- `fast-fp8`: `fast` with the frozen base weights of every encoder/decoder layer in float8 and their
+  matmuls on FP8 tensor cores (`fp8.py`; Ada/Hopper GPUs). LoRA, norms and attention stay bf16.
 - `fast-frozen-encoder`: `fast` with LoRA on the decoder only and the encoder run without autograd.
   It CHANGES the trainable set (no encoder adapters): a separate choice, not a drop-in for `recipe`.
 """
@@ -43,6 +45,7 @@ class SpeedPreset:
     batch_size: int
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     compile_mode: str = "default"  # torch.compile mode for the layers
+    fp8_weights: bool = False  # frozen layer weights stored and multiplied in float8 (fp8.py)
 
 
 PRESETS: dict[str, SpeedPreset] = {
@@ -52,6 +55,7 @@ PRESETS: dict[str, SpeedPreset] = {
     "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
     # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
     "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
     "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
 }
 
@@ -149,6 +153,10 @@ def prepare_model(model: torch.nn.Module, name: str) -> torch.nn.Module:
         # Checkpointing needs a grad-carrying input into the first layer only with the reentrant flavour.
         _set_checkpointing(core, preset.checkpointing, preset.reentrant)
         model.config.use_cache = False
+    if preset.fp8_weights:
+        from .fp8 import convert_frozen_linears
+
+        convert_frozen_linears(list(core.encoder.layers) + list(core.decoder.layers))
     if preset.compile_layers:
         _compile_layers(list(core.encoder.layers) + list(core.decoder.layers), preset.reentrant, preset.compile_mode)
     return model
