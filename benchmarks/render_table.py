@@ -2,8 +2,9 @@
 
     python benchmarks/render_table.py [--results-dir benchmarks/results] [--run RUN_ID ...]
 
-Speed-ups are relative to the `recipe` row (training, evaluation) or the `hf` row (preprocessing) of
-the same run: rows from different runs or devices are never compared.
+Speed-ups are relative to the `recipe` row (training, evaluation), the fastest plain bf16 LoRA row
+(training) or the `hf` row (preprocessing) of the same run: rows from different runs or devices are never
+compared. Training's "loss ok" means every step's loss was finite and the last is below the first.
 """
 
 from __future__ import annotations
@@ -42,24 +43,36 @@ def header(rows: list[dict]) -> str:
             f"bitsandbytes {r.get('bitsandbytes')}; {r['date'][:10]}; run `{r['run_id']}`")
 
 
+def is_plain(r: dict) -> bool:
+    """The plain bf16 LoRA baseline at any batch: bf16, no quantization, checkpointing, compile or FP8."""
+    return (r["quantization"] == "none" and r["precision"] == "bf16" and r["checkpointing"] == "none"
+            and not r["compile_layers"] and not r.get("fp8_weights") and not r["freeze_encoder"])
+
+
 def train_table(rows: list[dict]) -> list[str]:
     base = next((r for r in rows if r.get("label") == "recipe" and "error" not in r), None)
+    plain = max((r for r in rows if "error" not in r and is_plain(r)), key=lambda r: r["samples_per_s"], default=None)
     out = [f"Training, {rows[0]['arch']} ({header(rows)}); LoRA r=32 q/v, {rows[0]['label_len']} label tokens, "
            f"{rows[0]['warmup']} warm-up + {rows[0]['steps']} timed AdamW steps, median",
-           "", "| config | quant | batch | ckpt | compile | ms/step | samples/s | x recipe | peak GiB | MFU | loss ok |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "", "| config | weights | batch | ckpt | compile | ms/step | samples/s | x recipe | x best plain | peak GiB "
+           "| MFU | loss ok |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['label']} | {r['quantization']} | {r['batch_size']} | {r['checkpointing']} | "
-                       f"{'yes' if r['compile_layers'] else 'no'} | failed: {r['error'][:80].replace(chr(10), ' ')} | | | | | |")
+            out.append(f"| {r['label']} | {weights(r)} | {r['batch_size']} | {r['checkpointing']} | "
+                       f"{'yes' if r['compile_layers'] else 'no'} | failed: {r['error'][:80].replace(chr(10), ' ')} | | | | | | |")
             continue
         speedup = r["samples_per_s"] / base["samples_per_s"] if base else None
-        out.append(f"| {r['label']} | {r['quantization']} | {r['batch_size']} | {r['checkpointing']} | "
+        vs_plain = r["samples_per_s"] / plain["samples_per_s"] if plain else None
+        out.append(f"| {r['label']} | {weights(r)} | {r['batch_size']} | {r['checkpointing']} | "
                    f"{'yes' if r['compile_layers'] else 'no'} | {_fmt(r['ms_per_step'], 0)} | "
-                   f"{_fmt(r['samples_per_s'])} | {_fmt(speedup)} | {_fmt(r['peak_gib'], 2)} | "
+                   f"{_fmt(r['samples_per_s'])} | {_fmt(speedup)} | {_fmt(vs_plain, 2)} | {_fmt(r['peak_gib'], 2)} | "
                    f"{_fmt(100 * r['mfu'] if r.get('mfu') is not None else None)}% | "
-                   f"{'yes' if r['loss_finite'] else 'NO'} |")
+                   f"{'yes' if r['loss_finite'] and r['loss_last'] < r['loss_first'] else 'NO'} |")
     return out
+
+
+def weights(r: dict) -> str:
+    return "fp8" if r.get("fp8_weights") else {"none": r["precision"]}.get(r["quantization"], r["quantization"])
 
 
 def eval_table(rows: list[dict]) -> list[str]:
@@ -96,7 +109,7 @@ RENDER = {"train": train_table, "eval": eval_table, "preprocess": preprocess_tab
 def render(rows: list[dict], runs: list[str] | None = None) -> str:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        if runs and r["run_id"] not in runs:
+        if r["bench"] not in RENDER or (runs and r.get("run_id") not in runs):
             continue
         # preprocessing runs twice per suite (all threads, one thread): group them by date instead
         key = r["date"][:13] if r["bench"] == "preprocess" else r["run_id"]

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from test_speed import batch, prepared, tiny_lora_model, train_losses
-from whispertune import fp8
+from whispertune import fp8, speed
+from whispertune.config import Config
 from whispertune.errors import HardwareError
 
 
@@ -28,20 +29,30 @@ def test_quantize_rows_bounds_each_element_by_its_row_scale():
     assert q.float().abs().amax(dim=1).eq(fp8.E4M3_MAX).all()  # each row uses the full range
 
 
-def test_fp8_linear_matches_the_bf16_layer_forward_and_backward():
-    torch.manual_seed(0)
-    linear = nn.Linear(256, 512).requires_grad_(False)
-    layer = fp8.FP8Linear(linear)
-    x = torch.randn(3, 40, 256, requires_grad=True)
+def forward_backward(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().clone().requires_grad_(True)
     y = layer(x)
-    grad = torch.randn_like(y)
     y.backward(grad)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y_ref = linear(x_ref)
-    y_ref.backward(grad)
-    assert y.shape == (3, 40, 512) and y.dtype == torch.float32
-    assert relative_error(y, y_ref) < 0.05  # measured ~0.035: e4m3 rounding of x and W, averaged over 256 terms
-    assert relative_error(x.grad, x_ref.grad) < 0.05
+    return y, x.grad
+
+
+@pytest.mark.parametrize("shape,fp8_forward,fp8_backward", [
+    ((256, 256), True, True),  # attention projections: both products in FP8
+    ((256, 1024), True, False),  # fc1: forward FP8, input gradient (a 1024-wide operand) as before
+    ((1024, 256), False, True),  # fc2: forward over a 1024-wide input as before, input gradient FP8
+])
+def test_fp8_linear_matches_the_layer_it_replaces(shape, fp8_forward, fp8_backward):
+    torch.manual_seed(0)
+    linear = nn.Linear(*shape).requires_grad_(False)
+    layer = fp8.FP8Linear(linear)
+    assert (layer.fp8_forward, layer.fp8_backward) == (fp8_forward, fp8_backward)
+    x, grad = torch.randn(3, 40, shape[0]), torch.randn(3, 40, shape[1])
+    y, dx = forward_backward(layer, x, grad)
+    y_ref, dx_ref = forward_backward(linear, x, grad)
+    assert y.shape == (3, 40, shape[1]) and y.dtype == torch.float32
+    # FP8: measured ~0.035 (e4m3 rounding of both operands, averaged over the row); otherwise unchanged
+    for err, is_fp8 in ((relative_error(y, y_ref), fp8_forward), (relative_error(dx, dx_ref), fp8_backward)):
+        assert 0.01 < err < 0.05 if is_fp8 else err < 1e-6
     assert not any(name.startswith("w_") for name in layer.state_dict())  # never saved with an adapter
 
 
@@ -92,3 +103,7 @@ def test_fp8_refuses_gpus_without_fp8_tensor_cores(monkeypatch):
     with pytest.raises(HardwareError, match=r"compute capability >= 8.9.*8\.0"):
         fp8.check_fp8_device("cuda")
     fp8.check_fp8_device("cpu")
+    cfg = Config()
+    cfg.train.speed_preset = "fast-fp8"
+    with pytest.raises(HardwareError, match="Ada or Hopper"):  # train() calls this before loading anything
+        speed.resolve_preset(cfg, "cuda")

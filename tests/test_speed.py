@@ -97,6 +97,8 @@ def test_apply_preset_sets_fields_and_keeps_the_rest():
     recipe = speed.apply_preset(cfg, "recipe")
     assert (recipe.quantization.mode, recipe.train.precision, recipe.train.prepare_kbit) == ("int8", "fp16", True)
     assert speed.apply_preset(cfg, "fast-frozen-encoder").train.freeze_encoder
+    cfg.train.speed_batch_size = 64  # a larger GPU: the user's batch instead of the preset's
+    assert speed.apply_preset(cfg, "fast-fp8").train.per_device_batch_size == 64
     with pytest.raises(ConfigError, match="unknown speed preset 'turbo'"):
         speed.apply_preset(cfg, "turbo")
 
@@ -177,10 +179,10 @@ def test_benchmark_scripts_smoke(tmp_path):
     assert {p["method"] for p in pre} == {"hf", "batched-cpu"} and all(p["max_abs_diff_vs_hf"] < 1e-4 for p in pre)
     table = subprocess.run([sys.executable, "benchmarks/render_table.py", "--results-dir", str(tmp_path)],
                            cwd=REPO, check=True, capture_output=True, text=True).stdout
-    assert "| plain | none | 1 |" in table and "batched-cpu" in table
+    assert "| plain | fp32 | 1 |" in table and "batched-cpu" in table
 
 
-@pytest.mark.parametrize("name", ["fast", "lean"])
+@pytest.mark.parametrize("name", ["fast", "lean", "fast-fp8"])
 def test_preset_configs_are_written_as_their_preset_sets_them(name):
     from whispertune.config import load_config
 

@@ -91,6 +91,7 @@ class TrainingConfig:
     seed: int = 42
     # speed.PRESETS name or "auto" (CUDA: `lean`, unless freeze_encoder; CPU: the config as written)
     speed_preset: str = "auto"
+    speed_batch_size: int = 0  # > 0: this batch instead of the preset's (e.g. 64 for fast-fp8 on a 141 GB GPU)
     remove_unused_columns: bool = False
     label_names: list[str] = field(default_factory=lambda: ["labels"])
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -298,6 +299,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"lora.dropout: got {cfg.lora.dropout}, expected a number in [0, 1)")
     if not cfg.lora.target_modules:
         raise ConfigError("lora.target_modules: expected at least one module name, e.g. q_proj,v_proj")
+    if cfg.train.speed_batch_size < 0:
+        raise ConfigError("train.speed_batch_size must be 0 (the preset's batch) or a positive integer")
     if cfg.train.per_device_batch_size <= 0 or cfg.eval.batch_size <= 0:
         raise ConfigError("train.per_device_batch_size and eval.batch_size must be positive integers")
     if cfg.train.learning_rate <= 0:

@@ -1,14 +1,21 @@
 """FP8 (e4m3) storage and matmuls for the frozen base weights of a LoRA model.
 
-With LoRA the base weights never change, so each frozen `nn.Linear` of the encoder and decoder layers
-can be stored once in float8 and run through the GPU's FP8 tensor cores (`torch._scaled_mm`; Ada and
-Hopper GPUs, twice the bf16 matmul rate). The LoRA matrices, norms, attention and the loss stay bf16.
+With LoRA the base weights never change, so the frozen `nn.Linear`s of the encoder and decoder layers
+can be stored in float8 and run on the GPU's FP8 tensor cores (`torch._scaled_mm`; Ada and Hopper
+GPUs, 1.5-1.8x the bf16 matmul rate on large-v2's shapes). LoRA, norms, attention and the loss stay bf16.
 
-Scaling (per row, so one large value costs precision only in its own row):
-- forward `y = x W^T + b`: x quantized per row (token) on the fly, W per output channel;
-- backward `dx = dy W`: dy quantized per row on the fly, W per input channel (a second fp8 copy laid
-  out for that product). No weight gradient: the weights are frozen. The two copies take as many
-  bytes as the bf16 weight they replace.
+Scaling is per row, so one large value costs precision only in its own row:
+- forward `y = x W^T`: x quantized per row (token) on the fly, W per output channel;
+- backward `dx = dy W`: dy quantized per row on the fly, W per input channel (a second copy laid out
+  for that product). There is no weight gradient: the weights are frozen.
+
+Which products run in FP8: the quantized operand must first be reduced over its row (the row's
+maximum), which costs a second pass over it. Over a narrow row (d_model) that pass fuses into the
+LayerNorm or residual kernel that produces the operand almost for free; over a wide row (fc1's output,
+4 x d_model) the GELU (or its backward) feeding it is recomputed, and on an H200 that cost more than
+the FP8 matmul saved (benchmarks/NOTES.md). So a product is FP8 only when its quantized operand is the
+narrow side: fc1 forward and fc2 backward in FP8, fc2 forward and fc1 backward in bf16, square
+projections (attention) both ways.
 
 Dimensions must be multiples of 16 (a tensor-core requirement); other layers stay as they are.
 """
@@ -30,26 +37,37 @@ def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (t.float() / scale).to(E4M3), scale
 
 
+def _matmul(a: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor | None) -> torch.Tensor:
+    """a @ w^T: on FP8 tensor cores when `w` is float8 (`w_scale`: its per-row scale as (1, rows)), else as is."""
+    if w_scale is None:
+        return a.to(w.dtype) @ w.t()
+    q, a_scale = quantize_rows(a)
+    # _scaled_mm wants the second operand column-major: w is row-major, so w.t() is.
+    return torch._scaled_mm(q, w.t(), scale_a=a_scale, scale_b=w_scale, out_dtype=torch.bfloat16)
+
+
 class _FP8Matmul(torch.autograd.Function):
+    """(rows, in) -> (rows, out) with `w_fwd` (out, in) forward and `w_bwd` (in, out) for the input gradient.
+
+    The output is always a copy: under torch 2.11's compile, a Function that returned the `_scaled_mm`
+    result itself (or a view of it) got a zero gradient in the traced backward; a copy (which inductor
+    fuses with the following bias add) keeps the custom backward connected.
+    """
+
     @staticmethod
-    def forward(ctx, x, w_out, w_out_scale, w_in, w_in_scale, out_dtype):
-        ctx.save_for_backward(w_in, w_in_scale)
+    def forward(ctx, x, w_fwd, w_fwd_scale, w_bwd, w_bwd_scale, out_dtype):
+        ctx.save_for_backward(w_bwd, w_bwd_scale)
         ctx.x_dtype = x.dtype
-        xq, x_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
-        # _scaled_mm wants the second operand column-major: w_out is (out, in) row-major, so .t() is.
-        y = torch._scaled_mm(xq, w_out.t(), scale_a=x_scale, scale_b=w_out_scale, out_dtype=torch.bfloat16)
-        return y.reshape(*x.shape[:-1], y.shape[-1]).to(out_dtype)
+        return _matmul(x, w_fwd, w_fwd_scale).to(out_dtype, copy=True)
 
     @staticmethod
     def backward(ctx, grad):
-        w_in, w_in_scale = ctx.saved_tensors
-        gq, g_scale = quantize_rows(grad.reshape(-1, grad.shape[-1]))
-        dx = torch._scaled_mm(gq, w_in.t(), scale_a=g_scale, scale_b=w_in_scale, out_dtype=torch.bfloat16)
-        return dx.reshape(*grad.shape[:-1], dx.shape[-1]).to(ctx.x_dtype), None, None, None, None, None
+        w_bwd, w_bwd_scale = ctx.saved_tensors
+        return _matmul(grad.contiguous(), w_bwd, w_bwd_scale).to(ctx.x_dtype), None, None, None, None, None
 
 
 class FP8Linear(nn.Module):
-    """A frozen linear layer whose weight lives in float8 (two per-channel-scaled copies) and bias in bf16."""
+    """A frozen linear layer with float8 weights for its FP8 products (see the module docstring); bias as it was."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -57,25 +75,39 @@ class FP8Linear(nn.Module):
             raise ValueError("FP8Linear replaces frozen layers only (its weight gets no gradient)")
         weight = linear.weight.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w_out, out_scale = quantize_rows(weight)  # (out, in), scale per output channel
-        w_in, in_scale = quantize_rows(weight.t().contiguous())  # (in, out), scale per input channel
+        self.fp8_forward = self.in_features <= self.out_features
+        self.fp8_backward = self.out_features <= self.in_features
+        if self.fp8_forward:
+            w_fwd, fwd_scale = quantize_rows(weight)  # (out, in), scale per output channel
+            fwd_scale = fwd_scale.t().contiguous()
+        else:
+            w_fwd, fwd_scale = weight, None
+        if self.fp8_backward:
+            w_bwd, bwd_scale = quantize_rows(weight.t().contiguous())  # (in, out), scale per input channel
+            bwd_scale = bwd_scale.t().contiguous()
+        else:
+            w_bwd, bwd_scale = weight.t(), None
         # buffers, not parameters: nothing to train, and non-persistent so adapter checkpoints stay small
-        self.register_buffer("w_out", w_out, persistent=False)
-        self.register_buffer("w_out_scale", out_scale.t().contiguous(), persistent=False)  # (1, out)
-        self.register_buffer("w_in", w_in, persistent=False)
-        self.register_buffer("w_in_scale", in_scale.t().contiguous(), persistent=False)  # (1, in)
-        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        self.register_buffer("w_fwd", w_fwd, persistent=False)
+        self.register_buffer("w_fwd_scale", fwd_scale, persistent=False)
+        self.register_buffer("w_bwd", w_bwd, persistent=False)
+        self.register_buffer("w_bwd_scale", bwd_scale, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach()
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # like nn.Linear under autocast: the output takes the autocast dtype (LayerNorm hands over fp32)
         device_type = x.device.type
         out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
-        y = _FP8Matmul.apply(x, self.w_out, self.w_out_scale, self.w_in, self.w_in_scale, out_dtype)
+        rows = x.reshape(-1, self.in_features)
+        y = _FP8Matmul.apply(rows, self.w_fwd, self.w_fwd_scale, self.w_bwd, self.w_bwd_scale, out_dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, float8_e4m3"
+        kinds = {True: "float8_e4m3", False: "unchanged"}
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"forward={kinds[self.fp8_forward]}, input_grad={kinds[self.fp8_backward]}")
 
 
 def check_fp8_device(device: torch.device | str) -> None:

@@ -55,6 +55,7 @@ PRESETS: dict[str, SpeedPreset] = {
     "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
     # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
     "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    # batch 32: 68 GiB (80 GB GPU); measured 1.50-1.54x the best plain bf16 config at batch 48-64 (99-131 GiB)
     "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
     "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
 }
@@ -67,7 +68,11 @@ def get_preset(name: str) -> SpeedPreset:
 
 
 def apply_preset(cfg: Config, name: str) -> Config:
-    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept."""
+    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept.
+
+    The batch is the preset's unless `train.speed_batch_size` names another (the presets' batches fit an
+    80 GB GPU; a larger GPU can take more, see docs/speed.md).
+    """
     preset = get_preset(name)
     out = copy.deepcopy(cfg)
     out.quantization.mode = preset.quantization
@@ -77,7 +82,7 @@ def apply_preset(cfg: Config, name: str) -> Config:
     out.train.prepare_kbit = preset.prepare_kbit
     out.train.gradient_checkpointing = preset.checkpointing != "none"
     out.train.freeze_encoder = preset.freeze_encoder
-    out.train.per_device_batch_size = preset.batch_size
+    out.train.per_device_batch_size = cfg.train.speed_batch_size or preset.batch_size
     out.model.attn_implementation = preset.attn_implementation
     out.train.speed_preset = name
     return out
@@ -98,6 +103,10 @@ def resolve_preset(cfg: Config, device: str) -> str | None:
     if cfg.train.cache_encoder_outputs and not get_preset(name).freeze_encoder:
         raise ConfigError(f"train.speed_preset={name} trains the encoder, but train.cache_encoder_outputs is on; "
                           "use speed_preset auto or fast-frozen-encoder")
+    if get_preset(name).fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
+        from .fp8 import check_fp8_device
+
+        check_fp8_device(device)
     return name
 
 
