@@ -52,7 +52,7 @@ def is_plain(r: dict) -> bool:
 def train_table(rows: list[dict]) -> list[str]:
     base = next((r for r in rows if r.get("label") == "recipe" and "error" not in r), None)
     plain = max((r for r in rows if "error" not in r and is_plain(r)), key=lambda r: r["samples_per_s"], default=None)
-    out = [f"Training, {rows[0]['arch']} ({header(rows)}); LoRA r=32 q/v, {rows[0]['label_len']} label tokens, "
+    out = [f"Training, {rows[0]['arch']}, {rows[0].get('weights', 'random')} weights ({header(rows)}); LoRA r=32 q/v, {rows[0]['label_len']} label tokens, "
            f"{rows[0]['warmup']} warm-up + {rows[0]['steps']} timed AdamW steps, median",
            "", "| config | weights | batch | ckpt | compile | ms/step | samples/s | x recipe | x best plain | peak GiB "
            "| MFU | loss ok |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

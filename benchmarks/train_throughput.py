@@ -85,6 +85,7 @@ def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str) -> None:
     preset, raw = parse_spec(spec)
     label = raw.get("label") or spec
     record = {"bench": "train", "run_id": run_id, "label": label, "spec": spec, "arch": args.arch,
+              "weights": f"real: {args.model_dir}" if args.model_dir else "random",
               "label_len": args.label_len, "warmup": args.warmup, "steps": args.steps,
               "sdpa_backend": raw.get("sdpa", "default"), **dataclasses.asdict(preset), **env}
     dev = common.device()
@@ -149,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--label-len", type=int, default=40)
     parser.add_argument("--model-root", default="/tmp/whispertune-bench")
+    parser.add_argument("--model-dir", default=None,
+                        help="a real checkpoint (transformers layout) instead of random weights of --arch")
     parser.add_argument("--results-dir", default=str(common.RESULTS))
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="dense bf16 peak for MFU (H100 SXM datasheet: 989)")
     args = parser.parse_args(argv)
     common.quiet()
-    model_dir = common.random_checkpoint(args.arch, Path(args.model_root))
+    model_dir = Path(args.model_dir) if args.model_dir else common.random_checkpoint(args.arch, Path(args.model_root))
     env, run_id = common.environment(), uuid.uuid4().hex[:8]
     for spec in args.spec or ["preset=plain"]:
         run_spec(spec, args, model_dir, env, run_id)
