@@ -107,3 +107,21 @@ def test_fp8_refuses_gpus_without_fp8_tensor_cores(monkeypatch):
     cfg.train.speed_preset = "fast-fp8"
     with pytest.raises(HardwareError, match="Ada or Hopper"):  # train() calls this before loading anything
         speed.resolve_preset(cfg, "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_compiled_fp8_layer_keeps_its_custom_backward(dtype):
+    """Traced by dynamo/AOTAutograd (the fast-fp8 preset compiles every layer), the input gradient is the same.
+
+    torch 2.11 on CUDA once traced a zero gradient here (the Function returned its matmul result itself);
+    the aot_eager backend runs the same traced graphs on this CPU.
+    """
+    torch.manual_seed(0)
+    layer = fp8.FP8Linear(nn.Linear(64, 64).requires_grad_(False))
+    x, grad = torch.randn(2, 48, 64, dtype=dtype), torch.randn(2, 48, 64, dtype=dtype)
+    y_eager, dx_eager = forward_backward(layer, x, grad)
+    torch._dynamo.reset()
+    y_compiled, dx_compiled = forward_backward(torch.compile(layer, backend="aot_eager"), x, grad)
+    assert dx_compiled.abs().sum() > 0
+    torch.testing.assert_close(y_compiled, y_eager)
+    torch.testing.assert_close(dx_compiled, dx_eager)
