@@ -55,7 +55,7 @@ PRESETS: dict[str, SpeedPreset] = {
     "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
     # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
     "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
-    # batch 32: 68 GiB (80 GB GPU); measured 1.50-1.54x the best plain bf16 config at batch 48-64 (99-131 GiB)
+    # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
     "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
     "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
 }
