@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(runs: list[dict]) -> dict:
     """Mean |difference| of 20-step moving averages against recipe seed 0 (recipe seed 1 = the noise)."""
-    ok = {}
+    ok, seen = {}, Counter()
     for r in runs:  # a rerun of the same preset and seed is keyed preset:seed#2
         if "losses" in r:
             key = f"{r['preset']}:{r['seed']}"
-            ok[key if key not in ok else f"{key}#{sum(k.startswith(key) for k in ok) + 1}"] = moving_average(r["losses"])
+            seen[key] += 1
+            ok[key if seen[key] == 1 else f"{key}#{seen[key]}"] = moving_average(r["losses"])
     ref = ok.get("recipe:0")
     if ref is None:
         return {}

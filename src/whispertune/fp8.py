@@ -126,13 +126,12 @@ def convert_frozen_linears(layers: list[nn.Module]) -> int:
     Trainable linears (the LoRA A/B matrices) and layers with a dimension not divisible by 16 are left
     alone. Returns how many layers were converted.
     """
-    converted = 0
-    for layer in layers:
-        for parent in list(layer.modules()):
-            for name, child in list(parent.named_children()):
-                if (type(child) is nn.Linear and not child.weight.requires_grad
-                        and child.in_features % 16 == 0 and child.out_features % 16 == 0):
-                    check_fp8_device(child.weight.device)
-                    setattr(parent, name, FP8Linear(child))
-                    converted += 1
-    return converted
+    chosen = [(parent, name, child) for layer in layers for parent in layer.modules()
+              for name, child in parent.named_children()
+              if type(child) is nn.Linear and not child.weight.requires_grad
+              and child.in_features % 16 == 0 and child.out_features % 16 == 0]
+    for device in {child.weight.device for _, _, child in chosen}:
+        check_fp8_device(device)
+    for parent, name, child in chosen:
+        setattr(parent, name, FP8Linear(child))
+    return len(chosen)
