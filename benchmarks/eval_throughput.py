@@ -57,10 +57,12 @@ def new_part(seqs: torch.Tensor, new_tokens: int) -> torch.Tensor:
     return seqs[:, -new_tokens:]
 
 
-def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, feats_all: torch.Tensor) -> None:
+def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, feats_all: torch.Tensor,
+             results_name: str = "eval_throughput", extra: dict | None = None) -> dict:
+    """Measure one generation loop, append its record to `<results_dir>/<results_name>.jsonl` and return it."""
     raw = dict(item.split("=", 1) for item in spec.split(",") if item)
     loop, batch, cache = raw.get("loop", "whispertune"), int(raw.get("batch", 8)), raw.get("cache", "dynamic")
-    record = {"bench": "eval", "run_id": run_id, "label": raw.get("label", spec), "spec": spec, "arch": args.arch,
+    record = {**(extra or {}), "bench": "eval", "run_id": run_id, "label": raw.get("label", spec), "spec": spec, "arch": args.arch,
               "loop": loop, "batch": batch, "cache": cache, "new_tokens": args.new_tokens,
               "prompt_tokens": len(common.PROMPT), "batches_timed": args.batches, **env}
     common.free_memory()
@@ -89,8 +91,9 @@ def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, feats_all
     except Exception as exc:  # noqa: BLE001 - record the failure, go on with the next spec
         record["error"] = f"{type(exc).__name__}: {exc}"[:500]
         traceback.print_exc()
-    common.write_result("eval_throughput", record, Path(args.results_dir))
+    common.write_result(results_name, record, Path(args.results_dir))
     common.free_memory()
+    return record
 
 
 def check_equal(model, model_dir: Path, feats: torch.Tensor, args, cache: str, batch: int) -> dict:

@@ -81,10 +81,12 @@ def build(model_dir: Path, preset: speed.SpeedPreset):
         del speed.PRESETS["_bench"]
 
 
-def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str) -> None:
+def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, results_name: str = "train_throughput",
+             extra: dict | None = None) -> dict:
+    """Measure one configuration, append its record to `<results_dir>/<results_name>.jsonl` and return it."""
     preset, raw = parse_spec(spec)
     label = raw.get("label") or spec
-    record = {"bench": "train", "run_id": run_id, "label": label, "spec": spec, "arch": args.arch,
+    record = {**(extra or {}), "bench": "train", "run_id": run_id, "label": label, "spec": spec, "arch": args.arch,
               "weights": f"real: {args.model_dir}" if args.model_dir else "random",
               "label_len": args.label_len, "warmup": args.warmup, "steps": args.steps,
               "sdpa_backend": raw.get("sdpa", "default"), **dataclasses.asdict(preset), **env}
@@ -138,8 +140,9 @@ def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str) -> None:
     except Exception as exc:  # noqa: BLE001 - one failing configuration must not end the whole suite
         record["error"] = f"{type(exc).__name__}: {exc}"[:500]
         traceback.print_exc()
-    common.write_result("train_throughput", record, Path(args.results_dir))
+    common.write_result(results_name, record, Path(args.results_dir))
     common.free_memory()
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import WhisperProcessor
 
-from whispertune.collate import SpeechCollator
+from whispertune.collate import SpeechCollator, training_view
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,32 @@ def test_cached_encoder_outputs(processor):
     assert hidden.shape == (2, 1500, 64) and hidden.dtype == torch.float32
     torch.testing.assert_close(hidden[1], torch.from_numpy(states[1]))
     assert batch["labels"][0, 0].item() == processor.tokenizer.convert_tokens_to_ids("<|mr|>")
+
+
+def test_labels_rounded_up_to_a_multiple_keep_their_tokens(processor):
+    rows, sot = rows_with(processor, ["नमस्कार", "पुणे हे महाराष्ट्रातील शहर आहे"])
+    plain = SpeechCollator(processor, sot)(rows)["labels"]
+    padded = SpeechCollator(processor, sot, pad_to_multiple_of=8)(rows)["labels"]
+    assert padded.shape[1] % 8 == 0 and padded.shape[1] >= plain.shape[1]
+    assert torch.equal(padded[:, : plain.shape[1]], plain) and (padded[:, plain.shape[1]:] == -100).all()
+
+
+def test_training_view_hands_out_numpy_batch_columns_only(processor):
+    import datasets
+
+    rows, sot = rows_with(processor, ["नमस्कार", "पुणे"])
+    ds = datasets.Dataset.from_list([{**r, "id": str(i), "text": "x", "duration": 1.0} for i, r in enumerate(rows)])
+    view = training_view(ds)
+    row = view[0]
+    assert sorted(row) == ["input_features", "labels"]
+    assert isinstance(row["input_features"], np.ndarray) and row["input_features"].shape == (80, 3000)
+    batch = SpeechCollator(processor, sot)([view[0], view[1]])
+    listed = SpeechCollator(processor, sot)(rows)
+    assert torch.equal(batch["input_features"], listed["input_features"]) and torch.equal(batch["labels"], listed["labels"])
+
+
+def test_features_of_different_lengths_are_refused(processor):
+    rows, sot = rows_with(processor, ["नमस्कार", "पुणे"])
+    rows[1]["input_features"] = rows[1]["input_features"][:, :100]
+    with pytest.raises(ValueError, match="different input_features shapes"):
+        SpeechCollator(processor, sot)(rows)

@@ -4,6 +4,7 @@ skipped without touching the weights; a persistent one stops training with the l
 from __future__ import annotations
 
 import json
+import traceback
 
 import pytest
 import torch
@@ -101,3 +102,73 @@ def test_persistent_nan_stops_with_last_good_checkpoint(trainable_whisper_dir, s
 def test_guard_limit_must_be_positive():
     with pytest.raises(UserError, match="max_nonfinite_steps: got 0"):
         NonFiniteGuard(0)
+
+
+class CountHostReads(TrainerCallback):
+    """Counts `Tensor.item()` / `bool(tensor)` calls made by whispertune or the trainer loop while optimizer steps
+    run (on a GPU each is a host sync). Model code is not counted: transformers' Whisper decoder reads one flag
+    per forward itself (masking_utils.find_packed_sequence_indices), in the harness as in the product."""
+
+    def __init__(self):
+        self.per_step: list[int] = []
+        self._count = 0
+        self._active = False
+
+    def install(self, monkeypatch):
+        for name in ("item", "__bool__"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if self._active and any("/whispertune/" in f.filename or f.filename.endswith("/trainer.py")
+                                        for f in traceback.extract_stack(limit=8)[:-1]):
+                    self._count += 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._count, self._active = 0, True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._active = False
+        self.per_step.append(self._count)
+
+
+def test_guard_reads_the_device_once_per_optimizer_step(trainable_whisper_dir, speech_folder, tmp_path,  # noqa: F811
+                                                        monkeypatch):
+    counter = CountHostReads()
+    counter.install(monkeypatch)
+    cfg = _cfg(trainable_whisper_dir, speech_folder, tmp_path / "run", 4)
+    cfg.train.logging_steps = 100  # logging reads the loss too; that is the trainer's, once per logging step
+    cfg.train.gradient_accumulation_steps = 2
+    train(cfg, extra_callbacks=[counter])
+    assert counter.per_step and all(n == 1 for n in counter.per_step), counter.per_step
+
+
+def test_fp16_overflow_is_the_scalers_and_a_nan_loss_poisons_the_step():
+    model = torch.nn.Linear(3, 2)
+    guard = NonFiniteGuard(fp16_scaler=True)
+    model.weight.grad = torch.full_like(model.weight, float("inf"))  # loss-scale overflow: normal under fp16
+    model.bias.grad = torch.ones_like(model.bias)
+    guard.after_backward(torch.tensor(2.5), model)
+    assert guard.check(model) is False and guard.host_syncs == 1
+    assert torch.isinf(model.weight.grad).all() and torch.equal(model.bias.grad, torch.ones(2))  # left to the scaler
+
+    model.weight.grad = torch.ones_like(model.weight)
+    model.bias.grad = torch.ones_like(model.bias)
+    guard.after_backward(torch.tensor(float("nan")), model)  # poisons on the device, without reading the flag
+    assert guard.host_syncs == 1 and torch.isnan(model.weight.grad).all() and torch.isnan(model.bias.grad).all()
+    assert guard.check(model) is True and guard.host_syncs == 2
+
+
+def test_bf16_or_fp32_nonfinite_gradient_discards_the_step():
+    model = torch.nn.Linear(3, 2)
+    guard = NonFiniteGuard()
+    model.weight.grad = torch.ones_like(model.weight)
+    model.bias.grad = torch.tensor([1.0, float("nan")])
+    guard.after_backward(torch.tensor(0.7), model)  # finite loss, NaN gradient
+    assert guard.check(model) is True
+    assert model.weight.grad is None and model.bias.grad is None
+    model.weight.grad, model.bias.grad = torch.ones_like(model.weight), torch.ones_like(model.bias)
+    guard.after_backward(torch.tensor(0.7), model)
+    assert guard.check(model) is False and torch.equal(model.bias.grad, torch.ones(2))

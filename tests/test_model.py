@@ -149,3 +149,32 @@ def test_dry_run_local_config_matches_loaded_model(tiny_whisper_dir):
     loaded = M.add_lora(model, cfg.lora, verbose=False).get_nb_trainable_parameters()
     assert (result.trainable, result.total) == loaded
     assert result.config_source == str(tiny_whisper_dir)
+
+
+@pytest.mark.parametrize("mode, reentrant", [("none", False), ("int8", True), ("nf4", False)])
+def test_int8_bases_get_reentrant_checkpointing(tiny_whisper_dir, mode, reentrant):
+    """bitsandbytes' int8 matmul keeps its input outside autograd's saved tensors: non-reentrant checkpointing
+    cannot free it (the reference config then took 15.5 GiB on large-v2 instead of 5.4)."""
+    cfg = _cfg(tiny_whisper_dir, mode)
+    model = M.load_base(cfg.model, cfg.quantization, for_training=True)
+    assert M.needs_reentrant_checkpointing(model) is reentrant
+    M.prepare_for_training(model, gradient_checkpointing=True)
+    layer = model.model.encoder.layers[0]
+    assert layer.gradient_checkpointing and layer._gradient_checkpointing_func.keywords["use_reentrant"] is reentrant
+    lora = M.add_lora(model, cfg.lora, verbose=False)
+    lora.train()
+    feats, labels = _batch()
+    loss = lora(input_features=feats, labels=labels).loss
+    loss.backward()
+    grads = [p.grad for p in lora.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    enc_a = lora.base_model.model.model.encoder.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert enc_a.grad.abs().sum() > 0  # gradients reach the first encoder layer through the checkpoints
+
+
+def test_training_base_is_loaded_in_the_training_dtype(tiny_whisper_dir):
+    cfg = _cfg(tiny_whisper_dir)
+    model = M.load_base(cfg.model, cfg.quantization, for_training=True, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # no fp32 master copy of frozen weights
+    lora = M.add_lora(model, cfg.lora, verbose=False)
+    assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}  # peft keeps adapters fp32

@@ -149,3 +149,31 @@ def test_unknown_local_path_is_a_user_error(tmp_path):
         load_examples(DataConfig(source="folder", path=str(tmp_path / "nope")), "train")
     with pytest.raises(UserError, match="saved dataset not found"):
         load_examples(DataConfig(source="disk", path=str(tmp_path / "nope")), "train")
+
+
+def test_local_folder_needs_no_torchcodec(tmp_path, tiny_whisper_dir):
+    """The GPU machines users rent often lack FFmpeg/torchcodec: a local folder of wav/flac/mp3 must still load
+    and featurize (datasets' Audio feature imports torchcodec even for undecoded paths; we do not use it)."""
+    import subprocess
+    import sys
+
+    write_tone(tmp_path / "corpus" / "a.wav")
+    tone = 0.3 * np.sin(2 * np.pi * 500 * np.arange(48000) / 48000)
+    sf.write(tmp_path / "corpus" / "b.mp3", tone, 48000)  # 48 kHz mp3, as Common Voice ships
+    sf.write(tmp_path / "corpus" / "c.flac", tone, 48000)
+    (tmp_path / "corpus" / "metadata.csv").write_text("file_name,text\na.wav,एक\nb.mp3,दोन\nc.flac,तीन\n", "utf-8")
+    script = f"""
+import sys
+sys.modules["torchcodec"] = None  # any import of it fails
+from transformers import AutoProcessor
+from whispertune.config import DataConfig
+from whispertune.features import prepare_split
+from whispertune.sources import load_examples
+data = DataConfig(source="folder", path={str(tmp_path / "corpus")!r}, cache_dir={str(tmp_path / "cache")!r})
+rows = load_examples(data, "train")
+ds = prepare_split(rows, AutoProcessor.from_pretrained({str(tiny_whisper_dir)!r}), data, language="mr", task="transcribe")
+print(len(ds), sorted(round(d, 1) for d in ds["duration"]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "3 [0.5, 1.0, 1.0]"

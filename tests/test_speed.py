@@ -192,3 +192,23 @@ def test_preset_configs_are_written_as_their_preset_sets_them(name):
     assert cfg.train.speed_preset == name
     assert speed.apply_preset(cfg, name).to_dict() == cfg.to_dict()  # the file already says what CUDA runs
     assert (cfg.data, cfg.lora, cfg.train.learning_rate) == (reference.data, reference.lora, reference.train.learning_rate)
+
+
+def test_compiled_layers_run_eager_in_eval_mode():
+    """Generation (eval mode) changes shapes every token: it must not go through the compiled training graph."""
+    layer = torch.nn.Linear(4, 4)
+    calls = []
+
+    def compiled(module, x):
+        calls.append(x.shape)
+        return type(module).forward(module, x)
+
+    layer.forward = speed._layer_forward(layer, compiled, checkpointed=True, reentrant=False)
+    x = torch.randn(2, 4)
+    layer.train()
+    layer(x)
+    assert calls == [(2, 4)]
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x)
+    assert calls == [(2, 4)] and torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias))

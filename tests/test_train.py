@@ -111,3 +111,35 @@ def test_precision_choice_by_hardware():
     assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(HardwareError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
+
+
+def test_dataloader_workers_auto_by_device():
+    from whispertune.train import dataloader_workers
+
+    assert dataloader_workers(-1, "cpu") == 0 and dataloader_workers(-1, "cuda") >= 1
+    assert dataloader_workers(3, "cpu") == 3 and dataloader_workers(0, "cuda") == 0
+
+
+def test_evaluation_by_generation_is_bounded_and_longest_first():
+    import datasets
+
+    from whispertune.train import GENERATION_MARGIN, _generation_order
+
+    ds = datasets.Dataset.from_dict({"labels": [[1] * 5, [1] * 9, [1] * 7], "duration": [1.0, 3.0, 2.0]})
+    ordered, length = _generation_order(ds, limit=128)
+    assert length == 9 + GENERATION_MARGIN and ordered["duration"] == [3.0, 2.0, 1.0]
+    assert _generation_order(ds, limit=10)[1] == 10
+
+
+def test_epoch_evaluation_by_generation_and_stage_times(trainable_whisper_dir, speech_folder, tmp_path):
+    cfg = load_config(None, train_overrides(trainable_whisper_dir, speech_folder, tmp_path / "run", "none", 4)
+                      + ["train.max_steps=-1", "train.num_epochs=2", "train.eval_strategy=epoch",
+                         "train.save_strategy=no", "train.predict_with_generate=true", "data.eval_split=train",
+                         "train.report_to=[]"])
+    result = train(cfg)
+    evals = [h for h in result.log_history if "eval_wer" in h]
+    assert len(evals) == 2 and all(h["eval_n_utterances"] == 6 for h in evals)
+    assert set(result.seconds) == {"load_model", "prepare_data", "train_steps", "evaluate"}
+    assert all(v >= 0 for v in result.seconds.values()) and result.seconds["evaluate"] > 0
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["seconds"].keys() == result.seconds.keys()

@@ -14,6 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+
 from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -84,12 +86,20 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
 
     def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
         super().__init__(*args, **kwargs)
-        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps)
+        fp16 = getattr(self.accelerator, "scaler", None) is not None
+        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps, fp16_scaler=fp16)
         self.add_callback(self.nonfinite_guard)
+        self._last_finite_loss: torch.Tensor | None = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self.nonfinite_guard.after_backward(loss, model, fp16_scaler=getattr(self.accelerator, "scaler", None) is not None)
+        self.nonfinite_guard.after_backward(loss, model)
+        # The logged loss of a skipped micro-batch is the last finite one, computed on the device: the
+        # trainer's own NaN filter (logging_nan_inf_filter, switched off) read the loss on every micro-batch.
+        if self._last_finite_loss is None:
+            self._last_finite_loss = torch.zeros_like(loss)
+        loss = torch.where(torch.isfinite(loss), loss, self._last_finite_loss)
+        self._last_finite_loss = loss
         return loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:

@@ -95,14 +95,14 @@ class TrainingConfig:
     remove_unused_columns: bool = False
     label_names: list[str] = field(default_factory=lambda: ["labels"])
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = -1  # -1: auto (4 on a GPU, where reading batches must overlap the step; 0 on a CPU)
     push_to_hub: bool = False
     hub_repo_id: str | None = None
 
 
 @dataclass
 class EvaluationConfig:
-    batch_size: int = 8
+    batch_size: int = 0  # 0: auto (evaluate.DEFAULT_GPU_BATCH on a GPU, 8 on a CPU)
     sort_by_length: bool = True
     normalizer: Literal["auto", "basic", "english", "none"] = "auto"
     autocast: bool = True  # mixed precision for quantized bases on GPU
@@ -301,8 +301,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("lora.target_modules: expected at least one module name, e.g. q_proj,v_proj")
     if cfg.train.speed_batch_size < 0:
         raise ConfigError("train.speed_batch_size must be 0 (the preset's batch) or a positive integer")
-    if cfg.train.per_device_batch_size <= 0 or cfg.eval.batch_size <= 0:
-        raise ConfigError("train.per_device_batch_size and eval.batch_size must be positive integers")
+    if cfg.train.per_device_batch_size <= 0:
+        raise ConfigError("train.per_device_batch_size must be a positive integer")
+    if cfg.eval.batch_size < 0:
+        raise ConfigError(f"eval.batch_size: got {cfg.eval.batch_size}, expected 0 (auto) or a positive integer")
+    if cfg.train.dataloader_num_workers < -1:
+        raise ConfigError(f"train.dataloader_num_workers: got {cfg.train.dataloader_num_workers}, "
+                          "expected -1 (auto), 0 (main process) or a positive integer")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate: got {cfg.train.learning_rate}, expected a positive number")
     if cfg.train.cache_encoder_outputs and not cfg.train.freeze_encoder:

@@ -56,6 +56,24 @@ class EvalResult:
         return out
 
 
+# On an 80-141 GB GPU; tokens/s of large-v2 rose with the batch up to 128-256 (docs/speed.md)
+DEFAULT_GPU_BATCH = 128
+DEFAULT_CPU_BATCH = 8
+
+
+def resolve_batch_size(batch_size: int | None, device: str) -> int:
+    """`None` or 0 (auto): DEFAULT_GPU_BATCH on CUDA, DEFAULT_CPU_BATCH elsewhere."""
+    if batch_size:
+        return batch_size
+    if not str(device).startswith("cuda"):
+        return DEFAULT_CPU_BATCH
+    import torch
+
+    # large-v2 at 40 new tokens: batch 128 used 34 GiB, 64 used 18.6 GiB (benchmarks/results/eval_throughput.jsonl)
+    total_gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+    return DEFAULT_GPU_BATCH if total_gib >= 75 else 64 if total_gib >= 38 else 32 if total_gib >= 20 else 16
+
+
 def length_order(durations: list[float]) -> list[int]:
     """Indices of the examples, longest first (stable for equal lengths)."""
     return [int(i) for i in np.argsort(-np.asarray(durations, dtype=float), kind="stable")]
@@ -149,7 +167,7 @@ def evaluate(
     dataset: Any = None,
     language: str | None = None,
     task: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     max_new_tokens: int = 255,
     num_beams: int = 1,
     quantization: str = "none",
@@ -164,12 +182,13 @@ def evaluate(
     """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe."""
     from .report import DataReport
 
-    if batch_size <= 0 or max_new_tokens <= 0:
-        raise UserError("batch_size and max_new_tokens must be positive integers")
+    if (batch_size is not None and batch_size < 0) or max_new_tokens <= 0:
+        raise UserError("batch_size must be a positive integer (or 0 for auto) and max_new_tokens positive")
     if loaded is None:
         loaded = load_for_inference(
             model, adapter, quantization=quantization, device=device, language=language, task=task
         )
+    batch_size = resolve_batch_size(batch_size, loaded.info.get("device", "cpu"))
     report = DataReport()
     prepared = prepare_eval_data(loaded, data=data, split=split, dataset=dataset, max_samples=max_samples,
                                  report=report)
@@ -180,12 +199,14 @@ def evaluate(
 
     features = prepared.with_format("numpy", columns=["input_features"])
     hypotheses: list[str] = [""] * len(prepared)
+    new_tokens = 0
     start = time.perf_counter()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=f"evaluate {split}", unit="batch", disable=not progress):
         feats = features[batch]["input_features"]
         generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                    autocast=autocast)
+        new_tokens += generated.new_tokens
         for index, text in zip(batch, generated.texts):
             hypotheses[index] = text
     seconds = time.perf_counter() - start
@@ -197,7 +218,8 @@ def evaluate(
         for i, r, h in zip(ids, references, hypotheses)
     ]
     info = {**loaded.info, "split": split, "normalizer": normalizer, "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens, "num_beams": num_beams, "data": report.summary_line()}
+            "max_new_tokens": max_new_tokens, "num_beams": num_beams, "data": report.summary_line(),
+            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
     result = EvalResult(
         wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
         cer_normalized=rates["cer_normalized"], n_utterances=len(references), seconds=seconds,

@@ -1,11 +1,18 @@
 """Non-finite loss guard: a step whose loss or gradients are NaN/inf does not update the weights, and
 training stops with a clear error when that happens for `max_nonfinite` optimizer steps in a row.
 
-Skipping: in fp32/bf16 the guard sets the gradients of the trainable parameters to None, which
-torch's optimizers treat as "no gradient": no update, no moment update, no weight decay. Under fp16
-the GradScaler already skips steps whose gradients hold inf/NaN (and lowers its scale); the guard
-fills the gradients with NaN so that the scaler's own check is certain to fire. With gradient
-accumulation one bad micro-batch spoils its whole accumulation window.
+One host sync per optimizer step: each micro-batch only ORs "this loss was not finite" into a flag on
+the device; just before the optimizer step the flag is combined with the gradients' finiteness (one
+fused norm over every trainable tensor) and read once. The first version read one flag per trainable
+tensor per micro-batch (384 syncs a step on large-v2), which kept the CPU from queueing ahead of the GPU.
+
+Skipping sets the gradients of the trainable parameters to None, which torch's optimizers (and the
+fp16 GradScaler's step) treat as "no gradient": no update, no moment update, no weight decay. With
+gradient accumulation one bad micro-batch spoils its whole accumulation window.
+
+fp16: a loss-scale overflow (inf gradients with a finite loss) is the GradScaler's business, normal in the
+first steps of a run: it skips that step and lowers the scale. Such steps are not counted as non-finite;
+only a non-finite loss is.
 
 Stopping happens in `on_step_end`, before the trainer's save of that step, so no checkpoint is
 written after the run has gone bad; checkpoints written after a skipped step hold the unchanged
@@ -29,39 +36,72 @@ class NonFiniteLossError(UserError):
     """Training stopped because the loss stayed non-finite; the last good checkpoint is kept."""
 
 
-def is_finite(loss: torch.Tensor, model: nn.Module) -> bool:
-    """True when the loss and every gradient of a trainable parameter are finite."""
-    if not bool(torch.isfinite(loss).all()):
-        return False
-    return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.requires_grad and p.grad is not None)
+def nonfinite_flag(model: nn.Module) -> torch.Tensor | None:
+    """A 0-d bool tensor on the gradients' device: True when a trainable gradient holds NaN/inf (no sync)."""
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if not grads:
+        return None
+    # The norm of the per-tensor norms is non-finite exactly when some element is.
+    norms = torch._foreach_norm(grads)
+    return ~torch.isfinite(torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).sum())
 
 
-def discard_gradients(model: nn.Module, *, fp16_scaler: bool) -> None:
+def discard_gradients(model: nn.Module) -> None:
     """Make the coming optimizer step a no-op for every trainable parameter."""
     for param in model.parameters():
-        if not param.requires_grad or param.grad is None:
-            continue
-        if fp16_scaler:  # the scaler's inf check then skips optimizer.step and lowers the scale
-            param.grad.fill_(float("nan"))
-        else:
+        if param.requires_grad:
             param.grad = None
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Counts non-finite steps; `after_backward` is called by the trainer after each micro-batch."""
+    """Counts non-finite steps. The trainer calls `observe_loss` after each micro-batch's backward and
+    `check(model)` just before each optimizer step (the one host sync)."""
 
-    def __init__(self, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS):
+    def __init__(self, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, *, fp16_scaler: bool = False):
         if max_nonfinite_steps < 1:
             raise UserError(f"train.max_nonfinite_steps: got {max_nonfinite_steps}, expected a positive integer")
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.fp16_scaler = fp16_scaler  # inf gradients are the GradScaler's (overflow), not ours
         self.skipped_steps: list[int] = []  # 1-based optimizer steps that were skipped
         self.consecutive = 0
-        self._window_bad = False  # a micro-batch of the current accumulation window was non-finite
+        self._loss_bad: torch.Tensor | None = None  # device flag: a loss of this window was non-finite
+        self._window_bad = False
+        self.host_syncs = 0  # reads of a device flag (one per optimizer step); tests check it
 
-    def after_backward(self, loss: torch.Tensor, model: nn.Module, *, fp16_scaler: bool) -> None:
-        if self._window_bad or not is_finite(loss, model):
-            self._window_bad = True
-            discard_gradients(model, fp16_scaler=fp16_scaler)
+    def after_backward(self, loss: torch.Tensor, model: nn.Module) -> None:
+        """Note whether this micro-batch's loss was finite, without reading the flag (no sync)."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
+        if self.fp16_scaler:
+            # Poison the gradients on the device (adding 0.0 is exact) so that the GradScaler's own inf
+            # check skips the step, whether it unscales before or after `check`.
+            grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+            if grads:
+                poison = torch.where(bad, float("nan"), 0.0).to(grads[0].device, grads[0].dtype)
+                torch._foreach_add_(grads, poison)
+
+    def check(self, model: nn.Module) -> bool:
+        """True when this optimizer step must not update anything (gradients then discarded, except
+        under fp16, where the poisoned gradients make the GradScaler skip it)."""
+        flag = self._loss_bad
+        if not self.fp16_scaler:
+            grads_bad = nonfinite_flag(model)
+            if grads_bad is not None:
+                flag = grads_bad if flag is None else flag | grads_bad.to(flag.device)
+        self._loss_bad = None
+        bad = False
+        if flag is not None:
+            self.host_syncs += 1
+            bad = bool(flag.item())
+        if bad and not self.fp16_scaler:
+            discard_gradients(model)
+        self._window_bad = bad
+        return bad
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            self.check(model)
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         if not self._window_bad:

@@ -26,6 +26,11 @@ from .report import DataReport
 log = logging.getLogger(__name__)
 
 OUTPUT_FEATURES = datasets.Features({"id": Value("string"), "audio": Audio(decode=False), "text": Value("string")})
+# Local rows keep the same `{"bytes", "path"}` audio entries as a plain struct: datasets' Audio feature imports
+# torchcodec even to store undecoded paths, and decoding is ours (soundfile/soxr) in `features` anyway.
+LOCAL_FEATURES = datasets.Features(
+    {"id": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}, "text": Value("string")}
+)
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 
 
@@ -265,7 +270,7 @@ def load_examples(data: DataConfig, split: str, report: DataReport | None = None
         if not rows:
             reason = report.main_reason(split) or "no rows"
             raise UserError(f"{root}: no usable examples in split {split!r} (main problem: {reason}; {report.summary_line()})")
-        return Dataset.from_list(rows, features=OUTPUT_FEATURES)  # local metadata is small: never streamed
+        return Dataset.from_list(rows, features=LOCAL_FEATURES)  # local metadata is small: never streamed
     if data.source == "hub":
         ds = _load_hub(data, split)
     elif data.source == "disk":

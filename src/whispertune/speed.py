@@ -190,8 +190,14 @@ def _compile_layers(layers: list[torch.nn.Module], reentrant: bool, mode: str) -
 
 
 def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool):
+    eager = type(layer).forward
+
     def forward(*args, **kwargs):
-        if checkpointed and layer.training and torch.is_grad_enabled():
+        if not layer.training:
+            # Evaluation by generation runs one decoder step per token with a growing KV cache: every
+            # step a new shape for the compiled graph. Eager is what generation is tuned for.
+            return eager(layer, *args, **kwargs)
+        if checkpointed and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(fn, layer, *args, use_reentrant=reentrant, **kwargs)
         return fn(layer, *args, **kwargs)
 

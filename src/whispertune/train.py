@@ -9,7 +9,9 @@ A run directory (`train.output_dir`) receives `config.yaml`, `data_report.json`,
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,52 @@ class TrainResult:
     final_train_loss: float | None
     log_history: list[dict[str, Any]] = field(default_factory=list)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall clock by stage (see StageClock)
+
+
+class StageClock(TrainerCallback):
+    """Wall-clock seconds of the stages of one `train()`: model loading, data preparation, training steps
+    and evaluation (each evaluation runs between an epoch's end, or a step's, and `on_evaluate`)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {"load_model": 0.0, "prepare_data": 0.0, "train_steps": 0.0, "evaluate": 0.0}
+        self._mark = time.perf_counter()
+        self._train_start: float | None = None
+        self._eval_start: float | None = None
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._mark
+        self._mark = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._eval_start = time.perf_counter()  # an evaluation, if one follows, starts here
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._eval_start = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._eval_start is not None:
+            self.seconds["evaluate"] += time.perf_counter() - self._eval_start
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._train_start is not None:
+            self.seconds["train_steps"] = time.perf_counter() - self._train_start - self.seconds["evaluate"]
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+GENERATION_MARGIN = 4  # tokens beyond the longest eval label that evaluation by generation may produce
+
+
+def dataloader_workers(requested: int, device: str) -> int:
+    """`-1` (auto): 4 worker processes on a GPU, so that reading and collating the next batches overlaps
+    the step; none on a CPU, where the step itself needs both cores."""
+    if requested >= 0:
+        return requested
+    return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -122,13 +170,17 @@ def make_compute_metrics(processor, language: str | None):
     return compute
 
 
-def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool):
+def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool,
+                       generation_max_length: int | None = None):
+    from .evaluate import resolve_batch_size
+
     t = cfg.train
     eval_strategy = t.eval_strategy if has_eval else "no"
+    workers = dataloader_workers(t.dataloader_num_workers, device)
     return Seq2SeqTrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=cfg.eval.batch_size,
+        per_device_eval_batch_size=resolve_batch_size(cfg.eval.batch_size, device),
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup_steps,
@@ -146,7 +198,7 @@ def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, 
         # checkpointing is switched on by model.prepare_for_training (non-reentrant)
         gradient_checkpointing=False,
         predict_with_generate=t.predict_with_generate and has_eval,
-        generation_max_length=cfg.generation.train_generation_max_length,
+        generation_max_length=generation_max_length or cfg.generation.train_generation_max_length,
         generation_num_beams=cfg.generation.num_beams,
         seed=t.seed,
         data_seed=t.seed,
@@ -154,7 +206,12 @@ def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, 
         label_names=t.label_names,
         # tensorboard is added by `callbacks()` so that its logs land in <run>/logs
         report_to=[r for r in t.report_to if r != "tensorboard"],
-        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=device.startswith("cuda"),
+        # the non-finite guard handles NaN/inf losses (AtomicCheckpointTrainer.training_step) without the
+        # trainer's filter, which read every micro-batch's loss on the host
+        logging_nan_inf_filter=False,
         push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
     )
 
@@ -194,7 +251,10 @@ def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
     from .encoder_cache import cached_dataset
     from .features import default_cache_dir
 
-    batch = 1 if next(model.parameters()).device.type == "cpu" else cfg.eval.batch_size
+    from .evaluate import resolve_batch_size
+
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    batch = 1 if on_cpu else resolve_batch_size(cfg.eval.batch_size, "cuda")
     common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
                   cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
                   batch_size=batch, cross_kv=cfg.train.cache_cross_attention)
@@ -202,6 +262,20 @@ def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
     if eval_ds is not None:
         eval_ds = cached_dataset(model, eval_ds, desc="encoding eval", **common)
     return train_ds, eval_ds
+
+
+def _generation_order(eval_ds, limit: int):
+    """(eval set longest clip first, generation max length) for evaluation by generation.
+
+    Longest first: the utterances of one generated batch then end at similar lengths. The max length is
+    the longest label (prefix and end token included) plus GENERATION_MARGIN, capped at `limit`: a model
+    that has learned anything stops at its end token well before, and one that loops stops there instead
+    of at `limit`, which decoding every clip to would cost most of an evaluation.
+    """
+    longest = max(len(labels) for labels in eval_ds["labels"])
+    if "duration" in eval_ds.column_names:
+        eval_ds = eval_ds.sort("duration", reverse=True)
+    return eval_ds, min(limit, longest + GENERATION_MARGIN)
 
 
 def train(cfg: Config, *, resume: bool | str | None = None,
@@ -220,6 +294,7 @@ def train(cfg: Config, *, resume: bool | str | None = None,
         cfg = speed.apply_preset(cfg, preset)
         print(f"speed preset {preset}: {speed.get_preset(preset)}")
     precision = resolve_precision(cfg.train.precision, device)
+    compiled = preset is not None and speed.get_preset(preset).compile_layers
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -229,12 +304,15 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     else:
         log_path.unlink(missing_ok=True)
 
+    clock = StageClock()
     # seeded before the adapters are created: LoRA's A matrices are initialised randomly
     set_seed(cfg.train.seed)
     processor = load_processor(cfg.model.name_or_path, cfg.model.language, cfg.model.task,
                                revision=cfg.model.revision, token=cfg.model.token)
-    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device)
+    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device, dtype=DTYPES[precision])
+    clock.lap("load_model")
     train_ds, eval_ds = prepare_data(cfg, processor, run_dir, model.config.max_target_positions)
+    clock.lap("prepare_data")
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
     model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
@@ -242,23 +320,28 @@ def train(cfg: Config, *, resume: bool | str | None = None,
         model = speed.prepare_model(model, preset)
     if cfg.train.cache_encoder_outputs:
         train_ds, eval_ds = _with_cached_encoder(cfg, model, train_ds, eval_ds)
-    from .collate import SpeechCollator
+    from .collate import SpeechCollator, training_view
 
-    collator = SpeechCollator(processor, model.config.decoder_start_token_id)
+    # label lengths rounded up to a multiple of 8: fewer distinct shapes for the compiled decoder layers
+    collator = SpeechCollator(processor, model.config.decoder_start_token_id, pad_to_multiple_of=8 if compiled else None)
     if cfg.train.cache_cross_attention:
         from .encoder_cache import CrossKVCollator
 
         collator = CrossKVCollator(collator)
-    args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None)
+    gen_length = None
+    if eval_ds is not None and cfg.train.predict_with_generate and not cfg.train.cache_encoder_outputs:
+        eval_ds, gen_length = _generation_order(eval_ds, cfg.generation.train_generation_max_length)
+    args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None,
+                              generation_max_length=gen_length)
     trainer = AtomicCheckpointTrainer(
         model=model,
         args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        train_dataset=training_view(train_ds),
+        eval_dataset=training_view(eval_ds) if eval_ds is not None else None,
         data_collator=collator,
         processing_class=processor.feature_extractor,
         compute_metrics=make_compute_metrics(processor, _language(cfg)[1]) if args.predict_with_generate else None,
-        callbacks=callbacks(cfg, run_dir, log_path) + list(extra_callbacks or []),
+        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
     output = trainer.train(resume_from_checkpoint=resume_from)
@@ -270,10 +353,12 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
     losses = [h["loss"] for h in history if "loss" in h]
     metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
-               "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device}
+               "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device,
+               "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     from .plots import plot_loss
 
     plot_loss(history, run_dir / "loss.png")
     return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
-                       final_train_loss=metrics["final_train_loss"], log_history=history, eval_metrics=eval_metrics)
+                       final_train_loss=metrics["final_train_loss"], log_history=history, eval_metrics=eval_metrics,
+                       seconds=dict(clock.seconds))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
+# Usage: benchmarks/run_product_suite.sh train|e2e-start|eval CARRY_DIR [OUT]
+# CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
+# en/ (English test clips), processor/ (Whisper processor files), wb/ (real whisper-base in bf16, in parts).
+set -uo pipefail
+part=$1; carry=$2; out=${3:-${OUT:-benchmarks/results}}
+bench=/tmp/wt-bench work=/tmp/whispertune-product
+mkdir -p "$out" "$bench/wb"
+site=/tmp/site
+if [ -n "${LOCAL_REHEARSAL:-}" ]; then site=/nonexistent  # CPU rehearsal: the local venv's packages
+elif [ ! -f /tmp/site/.installed ]; then
+  [ -f "$carry/site.tar.xz" ] || { echo "wheels gone (machine was given back): start again from the first call"; exit 3; }
+  mkdir -p /tmp/site && tar -xJf "$carry/site.tar.xz" -C /tmp/site && touch /tmp/site/.installed || exit 3
+fi
+for d in cv en processor; do [ -d "$carry/$d" ] && [ ! -d "$bench/$d" ] && cp -r "$carry/$d" "$bench/$d"; done
+[ -d "$carry/wb" ] && cp "$carry"/wb/*.json "$carry"/wb/model.sha256 "$bench/wb/" 2>/dev/null
+for p in "$carry"/wb/wbpart.* "$carry"/wbpart.*; do [ -f "$p" ] && cp "$p" "$bench/wb/"; done
+export PYTHONPATH=$site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# ARCH / E2E_TRAIN / E2E_EVAL / EVAL_CLIPS: smaller settings for a CPU rehearsal of the same commands
+P="python3 benchmarks/product_throughput.py --arch ${ARCH:-large-v2} --audio $bench/cv --processor $bench/processor --work $work --num-proc 14"
+case "$part" in
+  train)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile; print(torch.__version__, transformers.__version__, peft.__version__, datasets.__version__, bitsandbytes.__version__, soundfile.__libsndfile_version__)" || exit 4
+    # order = priority: the call may hit its limit; every finished row is already in $out
+    timeout 560 $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
+      --spec kind=train,preset=auto,label=default-auto \
+      --spec kind=train,preset=recipe,steps=100,label=recipe-reference-config-100-steps \
+      --spec kind=harness,preset=lean,batch=12,label=harness-lean-b12 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 \
+      --spec kind=harness,preset=recipe,batch=8,label=harness-recipe-b8 \
+      --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 \
+      --spec kind=train,preset=fast,batch=48,label=fast-b48 \
+      --spec kind=train,preset=plain,batch=32,label=plain-b32 \
+      --spec kind=train,preset=lean,batch=14,label=lean-b14 ;;
+  e2e-start)
+    # runs on after this call returns (new session); `eval` waits for it
+    setsid nohup $P --results-dir /tmp/e2e-results --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3 \
+      > /tmp/e2e.log 2>&1 < /dev/null &
+    for _ in $(seq 1 114); do sleep 5; grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null && break
+      pgrep -f "kind=e2e" >/dev/null || break; done
+    tail -c 3000 /tmp/e2e.log ;;
+  eval)
+    cat "$bench"/wb/wbpart.* > "$bench/wb/model.safetensors" && (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
+    while [ -f /tmp/e2e.log ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
+      pgrep -f "kind=e2e" >/dev/null || break; sleep 5; done
+    cat /tmp/e2e-results/product_throughput.jsonl >> "$out/product_throughput.jsonl" 2>/dev/null; cp /tmp/e2e.log "$out/e2e_log.txt"
+    timeout 400 $P --results-dir "$out" --spec kind=eval,batch=0,clips=${EVAL_CLIPS:-512},label=evaluate-defaults \
+      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 --spec kind=eval,batch=128,clips=${EVAL_CLIPS:-512},label=evaluate-b128
+    timeout 150 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
+      --results-dir "$out" ;;
+  *) echo "unknown part $part"; exit 2 ;;
+esac
