@@ -49,11 +49,13 @@ MFU_FORMULA = "samples_per_s * flops_per_sample / peak_tflops; flops_per_sample 
 
 
 class StepTimer(TrainerCallback):
-    """Synchronized wall time of each optimizer step."""
+    """Synchronized wall time of each optimizer step, and the peak memory of the steps before any evaluation."""
 
     def __init__(self):
         self.times: list[float] = []
+        self.train_peak_gib: float | None = None
         self._start = 0.0
+        self._evaluated = False
 
     def on_step_begin(self, args, state, control, **kwargs):
         common.sync()
@@ -62,6 +64,22 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         common.sync()
         self.times.append(time.perf_counter() - self._start)
+        if torch.cuda.is_available() and not self._evaluated:
+            self.train_peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._evaluated = True
+
+    def summary(self, warmup: int, batch: int, arch: str, label_len: float, peak_tflops: float | None) -> dict:
+        timed = self.times[warmup:] or self.times
+        median = statistics.median(timed)
+        flops = common.train_flops_per_sample(arch, round(label_len), False)["total"]
+        out = {"steps": len(self.times), "median_step_s": round(median, 4), "samples_per_s": round(batch / median, 3),
+               "step_spread_s": [round(min(timed), 4), round(max(timed), 4)], "label_len_mean": round(label_len, 2),
+               "flops_per_sample": flops, "mfu_formula": MFU_FORMULA}
+        if peak_tflops:
+            out["mfu"] = round(batch / median * flops / (peak_tflops * 1e12), 4)
+        return out
 
 
 def replicate(audio: Path, split: str, rows: int, out: Path) -> Path:
@@ -112,20 +130,12 @@ def train_row(ctx, spec: dict) -> dict:
     result = train(cfg, extra_callbacks=[timer])
     done = load_config(out / "config.yaml")  # the config as the preset left it
     batch = done.train.per_device_batch_size
-    timed = timer.times[ctx.args.warmup:] or timer.times
-    median = statistics.median(timed)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
-    flops = common.train_flops_per_sample(ctx.args.arch, round(ctx.label_len), done.train.freeze_encoder)["total"]
-    samples = batch / median
     row = {"batch": batch, "preset": done.train.speed_preset, "quantization": done.quantization.mode,
            "precision": done.train.precision, "gradient_checkpointing": done.train.gradient_checkpointing,
-           "steps": len(timer.times), "median_step_s": round(median, 4), "samples_per_s": round(samples, 3),
-           "step_spread_s": [round(min(timed), 4), round(max(timed), 4)],
+           **timer.summary(ctx.args.warmup, batch, ctx.args.arch, ctx.label_len, ctx.peak_tflops),
            "loss_first": losses[0] if losses else None, "loss_last": statistics.mean(losses[-5:]) if losses else None,
-           "label_len_mean": round(ctx.label_len, 2), "flops_per_sample": flops, "mfu_formula": MFU_FORMULA,
            "stage_seconds": result.seconds}
-    if ctx.peak_tflops:
-        row["mfu"] = round(samples * flops / (ctx.peak_tflops * 1e12), 4)
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
     row["nonfinite_skipped"] = max([e.get("nonfinite_skipped", 0) for e in log] or [0])
     return row
@@ -178,11 +188,17 @@ def e2e_row(ctx, spec: dict) -> dict:
         "data.eval_split=test", f"data.cache_dir={ctx.work / 'features-e2e'}", "train.eval_strategy=epoch",
         "train.predict_with_generate=true", f"train.num_epochs={spec.get('epochs', 3)}", "train.logging_steps=25"]
     cfg = load_config(REFERENCE, items)
+    timer = StepTimer()
     start = time.perf_counter()
-    result = train(cfg)
+    result = train(cfg, extra_callbacks=[timer])
     wall = time.perf_counter() - start
     done = load_config(out / "config.yaml")
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    steady = timer.summary(ctx.args.warmup, done.train.per_device_batch_size, ctx.args.arch, ctx.label_len,
+                           ctx.peak_tflops)
     return {"wall_s": round(wall, 1), "wall_min": round(wall / 60, 2), "stage_seconds": result.seconds,
+            **steady, "train_peak_gib": timer.train_peak_gib, "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
             "preset": done.train.speed_preset, "batch": done.train.per_device_batch_size,
             "train_clips": int(spec.get("train_clips", 4000)), "eval_clips": int(spec.get("eval_clips", 500)),
             "unique_audio_files": len(list((ctx.args.audio / "train").glob("*.mp3"))),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|e2e-start|eval CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|e2e-start|eval|finish CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # en/ (English test clips), processor/ (Whisper processor files), wb/ (real whisper-base in bf16, in parts).
 set -uo pipefail
@@ -51,5 +51,14 @@ case "$part" in
       --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 --spec kind=eval,batch=128,clips=${EVAL_CLIPS:-512},label=evaluate-b128
     timeout 150 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
       --results-dir "$out" ;;
+  finish)
+    # after e2e-start on the same machine: wait for it, then the rows that fit in ${DEADLINE:-300} s
+    while [ -f /tmp/e2e.log ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
+      pgrep -f "kind=e2e" >/dev/null || break; sleep 3; done
+    cat /tmp/e2e-results/product_throughput.jsonl >> "$out/product_throughput.jsonl" 2>/dev/null; cp /tmp/e2e.log "$out/e2e_log.txt"
+    timeout "${DEADLINE:-300}" $P --results-dir "$out" --warmup 10 --harness-steps 15 \
+      --spec kind=eval,batch=0,clips=${EVAL_CLIPS:-512},label=evaluate-defaults \
+      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 \
+      --spec kind=harness,preset=lean,batch=12,label=harness-lean-b12 ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -251,3 +251,19 @@ def test_embedded_whisper_base_english_wer(tmp_path):
         print(f"  {p.reference!r} -> {p.hypothesis!r}")
     assert result.n_utterances == len(ENGLISH)
     assert result.wer_normalized < 20.0
+
+
+def test_feature_block_reads_rows_in_the_asked_order(tiny_loaded, tone_folder, tmp_path):
+    from whispertune.config import DataConfig
+    from whispertune.evaluate import feature_block, prefetched, prepare_eval_data
+    from whispertune.report import DataReport
+
+    data = DataConfig(source="folder", path=str(tone_folder), cache_dir=str(tmp_path / "cache"))
+    prepared = prepare_eval_data(tiny_loaded, data=data, split="test", dataset=None, max_samples=None,
+                                 report=DataReport()).sort("duration", reverse=True)
+    rows = list(range(len(prepared)))[::-1]
+    expected = np.asarray(prepared.with_format("numpy", columns=["input_features"])[rows]["input_features"])
+    block = feature_block(prepared, rows)
+    assert block.dtype == np.float32 and block.shape == expected.shape and np.array_equal(block, expected)
+    chunks = list(prefetched(lambda r: feature_block(prepared, r), [rows[:1], rows[1:]]))
+    assert np.array_equal(np.concatenate(chunks), expected)

@@ -179,14 +179,20 @@ def _compile_layers(layers: list[torch.nn.Module], reentrant: bool, mode: str) -
     torch.utils.checkpoint wraps it. One compiled function per layer class: the layer is an argument,
     so dynamo reuses one graph for the 32 identical layers.
     """
-    compiled: dict[type, object] = {}
+    compiled: dict[tuple[type, bool], object] = {}
     for layer in layers:
-        cls = type(layer)
-        if cls not in compiled:
-            compiled[cls] = torch.compile(cls.forward, mode=mode)
         checkpointed = bool(getattr(layer, "gradient_checkpointing", False))
+        key = (type(layer), checkpointed)
+        if key not in compiled:
+            if checkpointed and mode == "default":
+                # Inductor pads the strides of some buffers (comprehensive_padding: (12, 1500, 1) got stride 1504),
+                # and on an H200 with torch 2.11 the backward of a checkpointed layer then met the recomputed,
+                # unpadded tensor: "expected size 12==12, stride 1500==1504". Unpadded layouts both ways.
+                compiled[key] = torch.compile(type(layer).forward, options={"comprehensive_padding": False})
+            else:
+                compiled[key] = torch.compile(type(layer).forward, mode=mode)
         layer.gradient_checkpointing = False
-        layer.forward = _layer_forward(layer, compiled[cls], checkpointed, reentrant)
+        layer.forward = _layer_forward(layer, compiled[key], checkpointed, reentrant)
 
 
 def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool):
