@@ -143,3 +143,14 @@ def test_epoch_evaluation_by_generation_and_stage_times(trainable_whisper_dir, s
     assert all(v >= 0 for v in result.seconds.values()) and result.seconds["evaluate"] > 0
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["seconds"].keys() == result.seconds.keys()
+
+
+def test_bf16_base_evaluates_by_generation(trainable_whisper_dir, speech_folder, tmp_path):
+    """The frozen base is loaded in the training dtype: generation during evaluation must feed it that dtype
+    (the trainer's batches are float32; on a GPU this failed with 'Input type (float) and bias type (BFloat16)')."""
+    cfg = load_config(None, train_overrides(trainable_whisper_dir, speech_folder, tmp_path / "run", "none", 2)
+                      + ["train.precision=bf16", "train.eval_strategy=steps", "train.eval_steps=2",
+                         "train.save_strategy=no", "train.predict_with_generate=true", "data.eval_split=train",
+                         "train.report_to=[]"])
+    result = train(cfg)
+    assert any("eval_wer" in h for h in result.log_history)

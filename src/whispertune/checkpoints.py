@@ -102,6 +102,14 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
         self._last_finite_loss = loss
         return loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        # Batches carry float32 features; the frozen base may be bf16/fp16, and generation runs outside autocast.
+        from .inference import input_dtype
+
+        if "input_features" in inputs:
+            inputs = {**inputs, "input_features": inputs["input_features"].to(input_dtype(model))}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.nonfinite_guard.skipped_steps:  # also lands in train_log.jsonl and metrics
             logs = {**logs, "nonfinite_skipped": len(self.nonfinite_guard.skipped_steps)}
