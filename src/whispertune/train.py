@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from . import __version__, speed
 from .checkpoints import STAGING, AtomicCheckpointTrainer, checkpoint_step, resolve_resume
+from .callbacks import StageClock, callbacks
 from .config import Config
 from .errors import HardwareError, UserError
-from .model import add_lora, load_base, load_processor, prepare_for_training, resolve_device
+from .model import add_lora, load_base, load_processor, prepare_for_training, resolve_compute_dtype, resolve_device
 
 
 @dataclass
@@ -38,40 +38,6 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall clock by stage (see StageClock)
 
 
-class StageClock(TrainerCallback):
-    """Wall-clock seconds of the stages of one `train()`: model loading, data preparation, training steps
-    and evaluation (each evaluation runs between an epoch's end, or a step's, and `on_evaluate`)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {"load_model": 0.0, "prepare_data": 0.0, "train_steps": 0.0, "evaluate": 0.0}
-        self._mark = time.perf_counter()
-        self._train_start: float | None = None
-        self._eval_start: float | None = None
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._mark
-        self._mark = now
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._train_start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self._eval_start = time.perf_counter()  # an evaluation, if one follows, starts here
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self._eval_start = time.perf_counter()
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self._eval_start is not None:
-            self.seconds["evaluate"] += time.perf_counter() - self._eval_start
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._train_start is not None:
-            self.seconds["train_steps"] = time.perf_counter() - self._train_start - self.seconds["evaluate"]
-
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 GENERATION_MARGIN = 4  # tokens beyond the longest eval label that evaluation by generation may produce
 
 
@@ -94,19 +60,6 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "bf16" and cuda and not bf16_ok:
         raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
     return precision
-
-
-class JsonlLogCallback(TrainerCallback):
-    """Append every log entry to `train_log.jsonl` and flush at once, so a killed run keeps them."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and state.is_world_process_zero:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
-                fh.flush()
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -195,7 +148,7 @@ def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, 
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        # checkpointing is switched on by model.prepare_for_training (non-reentrant)
+        # checkpointing is switched on by model.prepare_for_training (reentrant on int8 bases only)
         gradient_checkpointing=False,
         predict_with_generate=t.predict_with_generate and has_eval,
         generation_max_length=generation_max_length or cfg.generation.train_generation_max_length,
@@ -214,16 +167,6 @@ def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, 
         logging_nan_inf_filter=False,
         push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
     )
-
-
-def callbacks(cfg: Config, run_dir: Path, log_path: Path) -> list[TrainerCallback]:
-    found: list[TrainerCallback] = [JsonlLogCallback(log_path)]
-    if "tensorboard" in cfg.train.report_to:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
-
-        found.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "logs"))))
-    return found
 
 
 def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:
@@ -309,7 +252,8 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     set_seed(cfg.train.seed)
     processor = load_processor(cfg.model.name_or_path, cfg.model.language, cfg.model.task,
                                revision=cfg.model.revision, token=cfg.model.token)
-    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device, dtype=DTYPES[precision])
+    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device,
+                      dtype=resolve_compute_dtype(precision, device))
     clock.lap("load_model")
     train_ds, eval_ds = prepare_data(cfg, processor, run_dir, model.config.max_target_positions)
     clock.lap("prepare_data")
