@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import statistics
 import sys
@@ -136,8 +135,7 @@ def train_row(ctx, spec: dict) -> dict:
            **timer.summary(ctx.args.warmup, batch, ctx.args.arch, ctx.label_len, ctx.peak_tflops),
            "loss_first": losses[0] if losses else None, "loss_last": statistics.mean(losses[-5:]) if losses else None,
            "stage_seconds": result.seconds}
-    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
-    row["nonfinite_skipped"] = max([e.get("nonfinite_skipped", 0) for e in log] or [0])
+    row["nonfinite_skipped"] = max([h.get("nonfinite_skipped", 0) for h in result.log_history] or [0])
     return row
 
 

@@ -36,7 +36,6 @@ class SpeechCollator:
     """
 
     def __init__(self, processor: Any, decoder_start_token_id: int, pad_to_multiple_of: int | None = None):
-        self.pad_token_id = int(processor.tokenizer.pad_token_id)
         self.decoder_start_token_id = int(decoder_start_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
 

@@ -62,7 +62,8 @@ DEFAULT_CPU_BATCH = 8
 
 
 def resolve_batch_size(batch_size: int | None, device: str) -> int:
-    """`None` or 0 (auto): DEFAULT_GPU_BATCH on CUDA, DEFAULT_CPU_BATCH elsewhere."""
+    """`None` or 0 (auto): DEFAULT_CPU_BATCH off CUDA; on CUDA by the GPU's memory, 2 x DEFAULT_GPU_BATCH from
+    120 GiB down to 16 below 20 GiB (the sizes that fit large-v2, the largest Whisper)."""
     if batch_size:
         return batch_size
     if not str(device).startswith("cuda"):

@@ -6,9 +6,10 @@ the device; just before the optimizer step the flag is combined with the gradien
 fused norm over every trainable tensor) and read once. The first version read one flag per trainable
 tensor per micro-batch (384 syncs a step on large-v2), which kept the CPU from queueing ahead of the GPU.
 
-Skipping sets the gradients of the trainable parameters to None, which torch's optimizers (and the
-fp16 GradScaler's step) treat as "no gradient": no update, no moment update, no weight decay. With
-gradient accumulation one bad micro-batch spoils its whole accumulation window.
+Skipping: in fp32/bf16 the gradients of the trainable parameters are set to None, which torch's
+optimizers treat as "no gradient": no update, no moment update, no weight decay. Under fp16 the
+gradients are poisoned with NaN on the device right after the backward, so the GradScaler's own inf check
+skips the step. With gradient accumulation one bad micro-batch spoils its whole accumulation window.
 
 fp16: a loss-scale overflow (inf gradients with a finite loss) is the GradScaler's business, normal in the
 first steps of a run: it skips that step and lowers the scale. Such steps are not counted as non-finite;
@@ -54,8 +55,8 @@ def discard_gradients(model: nn.Module) -> None:
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Counts non-finite steps. The trainer calls `observe_loss` after each micro-batch's backward and
-    `check(model)` just before each optimizer step (the one host sync)."""
+    """Counts non-finite steps. The trainer calls `after_backward` after each micro-batch's backward;
+    `check(model)` runs just before each optimizer step (`on_pre_optimizer_step`; the one host sync)."""
 
     def __init__(self, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, *, fp16_scaler: bool = False):
         if max_nonfinite_steps < 1:

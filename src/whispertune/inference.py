@@ -227,14 +227,12 @@ def generate_batch(
     languages = kwargs.get("language")
     if not isinstance(languages, list):
         languages = [languages if lang_ids else None] * len(new_tokens)
-    sequences = [decoder_prompt(gen, lang, kwargs.get("task")) + _strip_padding(row, gen.pad_token_id)
-                 for lang, row in zip(languages, new_tokens)]
+    generated = [_strip_padding(row, gen.pad_token_id) for row in new_tokens]
+    sequences = [decoder_prompt(gen, lang, kwargs.get("task")) + row for lang, row in zip(languages, generated)]
     tokenizer = loaded.processor.tokenizer
     texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    prompt_lengths = [len(decoder_prompt(gen, lang, kwargs.get("task"))) for lang in languages]
-    generated = sum(len(seq) - n for seq, n in zip(sequences, prompt_lengths))
     return Generated(texts=texts, sequences=sequences, languages=[lang or None for lang in languages],
-                     new_tokens=generated)
+                     new_tokens=sum(len(row) for row in generated))
 
 
 def decoder_prompt(gen: Any, language: str | None, task: str | None) -> list[int]:

@@ -196,8 +196,8 @@ def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
 
     from .evaluate import resolve_batch_size
 
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    batch = 1 if on_cpu else resolve_batch_size(cfg.eval.batch_size, "cuda")
+    device = next(model.parameters()).device
+    batch = 1 if device.type == "cpu" else resolve_batch_size(cfg.eval.batch_size, str(device))
     common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
                   cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
                   batch_size=batch, cross_kv=cfg.train.cache_cross_attention)
