@@ -11,6 +11,7 @@ benchmarks/results/product_throughput.jsonl (kind `eval-identity`).
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 import uuid
@@ -27,14 +28,15 @@ from whispertune.features import prepare_split  # noqa: E402
 from whispertune.sources import load_examples  # noqa: E402
 
 
-def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int) -> tuple[dict[str, str], float, int]:
-    """{id: text} decoded one clip at a time with plain transformers in bf16, the seconds it took, tokens made."""
+def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int) -> tuple[dict, float, int, dict]:
+    """{id: text} decoded one clip at a time with plain transformers in bf16, the seconds it took, tokens made,
+    and what `divergence` needs ({id: (features, token ids)}, the model, the processor)."""
     from transformers import AutoProcessor, WhisperForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16).to(common.device()).eval()
     rows = prepare_split(load_examples(data, "test"), processor, data, language=language, task="transcribe")
-    texts, tokens = {}, 0
+    texts, tokens, kept = {}, 0, {}
     start = time.perf_counter()
     for row in rows.with_format("numpy"):
         feats = torch.as_tensor(row["input_features"][None], dtype=torch.bfloat16, device=common.device())
@@ -43,7 +45,45 @@ def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: 
                                  max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
         tokens += out.shape[1]  # one clip: no padding, every new token counts
         texts[str(row["id"])] = processor.tokenizer.decode(out[0], skip_special_tokens=True).strip()
-    return texts, time.perf_counter() - start, tokens
+        kept[str(row["id"])] = (feats, out[0].tolist())
+    return texts, time.perf_counter() - start, tokens, {"clips": kept, "model": model, "processor": processor}
+
+
+def divergence(ref: dict, clip_id: str, hypothesis: str, language: str) -> dict:
+    """Where the batched transcript leaves the unbatched one, and how close the two tokens were there.
+
+    The hypothesis is re-tokenized after the forced prompt; at the first position where its token differs,
+    the unbatched bf16 model and an fp32 copy score both tokens given the shared prefix. A logit gap near
+    bf16's resolution (~0.06 at logits of 8-16) means a numeric tie that batching's different GEMM order
+    can flip, not a decoding bug.
+    """
+    feats, ids = ref["clips"][clip_id]
+    tok, model = ref["processor"].tokenizer, ref["model"]
+    tok.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
+    prompt, special = tok.prefix_tokens, set(tok.all_special_ids)
+    text_ids = [i for i in ids[next((n for n, i in enumerate(ids) if i not in special), len(ids)):] if i not in special]
+    eot = [tok.eos_token_id]  # both end with it, so a transcript that stops early differs at its end token
+    full_ref = prompt + text_ids + eot
+
+    def first_difference(hyp: list[int]) -> int | None:
+        return next((i for i, (a, b) in enumerate(zip(full_ref, hyp)) if a != b), None)
+
+    # decode() stripped the text; Whisper's first token usually carries a leading space: keep the closer encoding
+    candidates = [prompt + tok(t, add_special_tokens=False).input_ids + eot for t in (" " + hypothesis, hypothesis)]
+    full_hyp = max(candidates, key=lambda h: first_difference(h) if first_difference(h) is not None else len(h) + 1)
+    k = first_difference(full_hyp)
+    if k is None:
+        return {"note": "same tokens after re-tokenization (the texts differ only in decoding)"}
+    out = {"position": k - len(prompt), "unbatched_token": tok.decode([full_ref[k]]),
+           "batched_token": tok.decode([full_hyp[k]])}
+    if "fp32" not in ref:
+        ref["fp32"] = copy.deepcopy(model).float()
+    for name, m, dtype in (("bf16", model, torch.bfloat16), ("fp32", ref["fp32"], torch.float32)):
+        with torch.inference_mode():
+            prefix = torch.tensor([full_ref[:k]], device=feats.device)
+            last = m(input_features=feats.to(dtype), decoder_input_ids=prefix).logits[0, -1].float()
+        out[f"gap_{name}"] = round(float(last[full_ref[k]] - last[full_hyp[k]]), 4)  # > 0: prefers unbatched
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         result = evaluate(str(args.model_dir), data=data, split="test", language=language,
                           max_new_tokens=args.max_new_tokens, progress=False)  # every other setting: defaults
-        reference, ref_seconds, ref_tokens = unbatched(args.model_dir, data, language, args.max_new_tokens)
+        reference, ref_seconds, ref_tokens, ref = unbatched(args.model_dir, data, language, args.max_new_tokens)
         same = [p.id for p in result.predictions if p.hypothesis == reference[p.id]]
-        differ = [{"id": p.id, "whispertune": p.hypothesis, "unbatched": reference[p.id]}
-                  for p in result.predictions if p.hypothesis != reference[p.id]][:5]
+        differ = [{"id": p.id, "whispertune": p.hypothesis, "unbatched": reference[p.id],
+                   "first_divergence": divergence(ref, p.id, p.hypothesis, language)}
+                  for p in result.predictions if p.hypothesis != reference[p.id]][:8]
         common.write_result("product_throughput", {
             "bench": "product", "kind": "eval-identity", "run_id": run_id, "label": f"identity-{language}",
             "path": "product", "weights": f"real: {args.model_dir.name}", "language": language, "folder": folder,

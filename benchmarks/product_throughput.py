@@ -8,6 +8,7 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
 
     kind=train,preset=recipe,steps=100      the reference config as written (speed_preset recipe)
     kind=train,preset=auto,batch=12         the default preset (batch: train.speed_batch_size)
+    kind=train,preset=auto,memory=1         ... and what its peak memory is made of (memory_peak.py)
     kind=harness,preset=lean,batch=12       the harness (train_throughput.py) at the same settings, same run
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
     kind=eval-recipe,batch=8                the guide's evaluation loop (eval_throughput.py loop=recipe)
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
+from memory_peak import PeakBreakdown  # noqa: E402
 
 from whispertune.config import load_config  # noqa: E402
 from whispertune.evaluate import evaluate  # noqa: E402
@@ -126,7 +128,8 @@ def train_row(ctx, spec: dict) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config(REFERENCE, overrides(ctx, spec, out, ctx.args.audio))
     timer = StepTimer()
-    result = train(cfg, extra_callbacks=[timer])
+    breakdown = PeakBreakdown(start=ctx.args.warmup + 2) if spec.get("memory") else None
+    result = train(cfg, extra_callbacks=[timer] + ([breakdown] if breakdown else []))
     done = load_config(out / "config.yaml")  # the config as the preset left it
     batch = done.train.per_device_batch_size
     losses = [h["loss"] for h in result.log_history if "loss" in h]
@@ -136,6 +139,8 @@ def train_row(ctx, spec: dict) -> dict:
            "loss_first": losses[0] if losses else None, "loss_last": statistics.mean(losses[-5:]) if losses else None,
            "stage_seconds": result.seconds}
     row["nonfinite_skipped"] = max([h.get("nonfinite_skipped", 0) for h in result.log_history] or [0])
+    if breakdown:  # the recorded steps are slower: the row's timing comes from the other steps' median
+        row["memory_breakdown"] = breakdown.result
     return row
 
 

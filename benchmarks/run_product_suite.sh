@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|e2e-start|eval|finish CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|e2e-start|finish|identity CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
-# en/ (English test clips), processor/ (Whisper processor files), wb/ (real whisper-base in bf16, in parts).
+# processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
+# model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
 set -uo pipefail
 part=$1; carry=$2; out=${3:-${OUT:-benchmarks/results}}
 bench=/tmp/wt-bench work=/tmp/whispertune-product
@@ -14,7 +15,7 @@ elif [ ! -f /tmp/site/.installed ]; then
   mkdir -p /tmp/site && tar -xJf "$carry/site.tar.xz" -C /tmp/site && touch /tmp/site/.installed || exit 3
 fi
 for d in cv en processor; do [ -d "$carry/$d" ] && [ ! -d "$bench/$d" ] && cp -r "$carry/$d" "$bench/$d"; done
-[ -d "$carry/wb" ] && cp "$carry"/wb/*.json "$carry"/wb/model.sha256 "$bench/wb/" 2>/dev/null
+[ -d "$carry/processor" ] && cp "$carry"/processor/* "$bench/wb/"
 for p in "$carry"/wb/wbpart.* "$carry"/wbpart.*; do [ -f "$p" ] && cp "$p" "$bench/wb/"; done
 export PYTHONPATH=$site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # ARCH / E2E_TRAIN / E2E_EVAL / EVAL_CLIPS: smaller settings for a CPU rehearsal of the same commands
@@ -42,15 +43,6 @@ case "$part" in
     for _ in $(seq 1 114); do sleep 5; grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null && break
       pgrep -f "kind=e2e" >/dev/null || break; done
     tail -c 3000 /tmp/e2e.log ;;
-  eval)
-    cat "$bench"/wb/wbpart.* > "$bench/wb/model.safetensors" && (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
-    while [ -f /tmp/e2e.log ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
-      pgrep -f "kind=e2e" >/dev/null || break; sleep 5; done
-    cat /tmp/e2e-results/product_throughput.jsonl >> "$out/product_throughput.jsonl" 2>/dev/null; cp /tmp/e2e.log "$out/e2e_log.txt"
-    timeout 400 $P --results-dir "$out" --spec kind=eval,batch=0,clips=${EVAL_CLIPS:-512},label=evaluate-defaults \
-      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 --spec kind=eval,batch=128,clips=${EVAL_CLIPS:-512},label=evaluate-b128
-    timeout 150 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
-      --results-dir "$out" ;;
   finish)
     # after e2e-start on the same machine: wait for it, then the rows that fit in ${DEADLINE:-300} s
     while [ -f /tmp/e2e.log ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
@@ -59,6 +51,15 @@ case "$part" in
     timeout "${DEADLINE:-300}" $P --results-dir "$out" --warmup 10 --harness-steps 15 \
       --spec kind=eval,batch=0,clips=${EVAL_CLIPS:-512},label=evaluate-defaults \
       --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 \
+      --spec kind=eval,batch=128,clips=${EVAL_CLIPS:-512},label=evaluate-b128 ;;
+  identity)
+    # real whisper-base: evaluate() defaults vs unbatched bf16; then where the default preset's peak memory goes
+    cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
+      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
+    timeout 200 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
+      --results-dir "$out"
+    timeout "${DEADLINE:-300}" $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
+      --spec kind=train,preset=auto,memory=1,label=default-auto-memory \
       --spec kind=harness,preset=lean,batch=12,label=harness-lean-b12 ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
