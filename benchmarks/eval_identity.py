@@ -50,39 +50,33 @@ def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: 
 
 
 def divergence(ref: dict, clip_id: str, hypothesis: str, language: str) -> dict:
-    """Where the batched transcript leaves the unbatched one, and how close the two tokens were there.
+    """Where the batched transcript leaves the unbatched one, and how close the model's top two tokens were there.
 
-    The hypothesis is re-tokenized after the forced prompt; at the first position where its token differs,
-    the unbatched bf16 model and an fp32 copy score both tokens given the shared prefix. A logit gap near
-    bf16's resolution (~0.06 at logits of 8-16) means a numeric tie that batching's different GEMM order
-    can flip, not a decoding bug.
+    The unbatched token ids are walked until their decoded text stops being a prefix of the batched text
+    (re-tokenizing the batched text would not give the ids it was generated as); at that position the
+    unbatched bf16 model and an fp32 copy score the next token given the shared prefix. A top-1/top-2 gap near
+    bf16's resolution (~0.06 at logits of 8-16) is a numeric tie that batching's different GEMM order can
+    flip, not a decoding bug.
     """
     feats, ids = ref["clips"][clip_id]
     tok, model = ref["processor"].tokenizer, ref["model"]
     tok.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
     prompt, special = tok.prefix_tokens, set(tok.all_special_ids)
-    text_ids = [i for i in ids[next((n for n, i in enumerate(ids) if i not in special), len(ids)):] if i not in special]
-    eot = [tok.eos_token_id]  # both end with it, so a transcript that stops early differs at its end token
-    full_ref = prompt + text_ids + eot
-
-    def first_difference(hyp: list[int]) -> int | None:
-        return next((i for i, (a, b) in enumerate(zip(full_ref, hyp)) if a != b), None)
-
-    # decode() stripped the text; Whisper's first token usually carries a leading space: keep the closer encoding
-    candidates = [prompt + tok(t, add_special_tokens=False).input_ids + eot for t in (" " + hypothesis, hypothesis)]
-    full_hyp = max(candidates, key=lambda h: first_difference(h) if first_difference(h) is not None else len(h) + 1)
-    k = first_difference(full_hyp)
-    if k is None:
-        return {"note": "same tokens after re-tokenization (the texts differ only in decoding)"}
-    out = {"position": k - len(prompt), "unbatched_token": tok.decode([full_ref[k]]),
-           "batched_token": tok.decode([full_hyp[k]])}
+    text_ids = [i for i in ids if i not in special] + [tok.eos_token_id]
+    target = hypothesis.strip()
+    k = 0
+    while k < len(text_ids) - 1 and target.startswith(tok.decode(text_ids[: k + 1], skip_special_tokens=True).strip()):
+        k += 1
+    out = {"position": k, "unbatched_token": tok.decode([text_ids[k]])}
     if "fp32" not in ref:
         ref["fp32"] = copy.deepcopy(model).float()
     for name, m, dtype in (("bf16", model, torch.bfloat16), ("fp32", ref["fp32"], torch.float32)):
         with torch.inference_mode():
-            prefix = torch.tensor([full_ref[:k]], device=feats.device)
+            prefix = torch.tensor([prompt + text_ids[:k]], device=feats.device)
             last = m(input_features=feats.to(dtype), decoder_input_ids=prefix).logits[0, -1].float()
-        out[f"gap_{name}"] = round(float(last[full_ref[k]] - last[full_hyp[k]]), 4)  # > 0: prefers unbatched
+        top = torch.topk(last, 2)
+        out[f"top2_{name}"] = [tok.decode([int(i)]) for i in top.indices]
+        out[f"gap_{name}"] = round(float(top.values[0] - top.values[1]), 4)
     return out
 
 

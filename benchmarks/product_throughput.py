@@ -189,6 +189,9 @@ def e2e_row(ctx, spec: dict) -> dict:
     shutil.rmtree(ctx.work / "features-e2e", ignore_errors=True)  # preprocessing is part of the measurement
     items = overrides(ctx, {**spec, "steps": -1}, out, folder) + [
         "data.eval_split=test", f"data.cache_dir={ctx.work / 'features-e2e'}", "train.eval_strategy=epoch",
+        # the product's evaluation batch (auto), not the reference YAML's recipe value 8: run e289b4fa spent
+        # 557 of its 1225 s in three evaluations at batch 8
+        "eval.batch_size=0",
         "train.predict_with_generate=true", f"train.num_epochs={spec.get('epochs', 3)}", "train.logging_steps=25"]
     cfg = load_config(REFERENCE, items)
     timer = StepTimer()
