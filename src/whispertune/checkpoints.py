@@ -9,13 +9,14 @@ never full-model weights.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
-
+from safetensors import safe_open
 from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -47,23 +48,81 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: checkpoint_step(p))
 
 
+def unreadable(path: Path) -> str | None:
+    """What keeps a complete checkpoint from loading (adapter, optimizer or trainer state), or None."""
+    try:
+        with safe_open(str(path / "adapter_model.safetensors"), framework="pt") as fh:
+            list(fh.keys())
+        torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)  # our own file, tensors only
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any failure to load makes it unusable; say which
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    return None
+
+
 def resolve_resume(root: Path, resume: bool | str | None) -> str | None:
-    """`True`: the newest complete checkpoint under `root` (UserError if none); a path: that one,
-    checked complete; `None`/`False`: no resume."""
+    """`True`: the newest complete checkpoint under `root` that loads, falling back to older ones (UserError if
+    none); a path: that one, checked complete and loadable; `None`/`False`: no resume."""
     if resume is None or resume is False:
         return None
     if resume is True:
         found = complete_checkpoints(root)
         if not found:
             raise UserError(f"--resume: no complete checkpoint in {root} (nothing to resume; drop --resume)")
-        return str(found[-1])
+        for path in reversed(found):
+            problem = unreadable(path)
+            if problem is None:
+                return str(path)
+            print(f"resume: skipping {path.name}, it does not load ({problem})")
+        raise UserError(f"--resume: no checkpoint in {root} loads (newest: {found[-1].name}); start again without --resume")
     path = Path(resume)
     if not path.is_dir():
         raise UserError(f"--resume {resume}: no such checkpoint directory")
     if not is_complete(path):
         missing = [n for n in REQUIRED if not (path / n).is_file()]
         raise UserError(f"--resume {resume}: incomplete checkpoint (missing {', '.join(missing)})")
+    problem = unreadable(path)
+    if problem:
+        raise UserError(f"--resume {resume}: the checkpoint does not load ({problem})")
     return str(path)
+
+
+def check_lora_matches(checkpoint: str, r: int, alpha: int, target_modules: list[str]) -> None:
+    """UserError in one line when the checkpoint's adapter has another shape than the config's LoRA.
+
+    peft may save target modules as full module paths; a config names suffixes (q_proj, self_attn.k_proj):
+    they match when every saved module ends with a configured name and every configured name is used.
+    """
+    saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8"))
+    modules = saved.get("target_modules") or []
+    modules = [modules] if isinstance(modules, str) else list(modules)
+
+    def hits(module: str, name: str) -> bool:
+        return module == name or module.endswith("." + name)
+
+    same_modules = all(any(hits(m, n) for n in target_modules) for m in modules) and \
+        all(any(hits(m, n) for m in modules) for n in target_modules)
+    if (saved.get("r"), saved.get("lora_alpha")) != (r, alpha) or not same_modules:
+        shown = sorted({m.rsplit(".", 1)[-1] for m in modules})
+        raise UserError(f"--resume {Path(checkpoint).name}: trained with LoRA r={saved.get('r')}, "
+                        f"alpha={saved.get('lora_alpha')}, modules {','.join(shown)}; this config has r={r}, "
+                        f"alpha={alpha}, modules {','.join(sorted(target_modules))}: resume with the run's own "
+                        "config, or start a new run")
+
+
+def finished_at(checkpoint: str, max_steps: int, num_epochs: float) -> int | None:
+    """The step at which the checkpoint's run had reached the end this config plans, or None if steps are left.
+
+    The checkpoint's own plan counts unless the config asks for more: more steps (`max_steps` > 0) or, for
+    an epoch-based plan, more epochs than the checkpoint's run had.
+    """
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    step, planned = state.get("global_step", 0), state.get("max_steps", 0)
+    if not planned or step < planned:
+        return None
+    if max_steps > 0:
+        return step if step >= max_steps else None
+    return step if num_epochs <= float(state.get("num_train_epochs", 0)) else None
 
 
 def full_weight_files(root: Path) -> list[Path]:

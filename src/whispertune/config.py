@@ -323,6 +323,10 @@ def validate(cfg: Config) -> None:
     if cfg.train.speed_preset not in ("auto", *PRESETS):
         raise ConfigError(f"train.speed_preset: got {cfg.train.speed_preset!r}, expected one of "
                           f"auto, {', '.join(PRESETS)}")
+    if not 0 < cfg.data.max_duration_s <= 30:
+        raise ConfigError(f"data.max_duration_s: got {cfg.data.max_duration_s}, expected a number in (0, 30]: Whisper "
+                          "hears 30 s windows, so a longer clip's features would be cut while its whole transcript is "
+                          "kept; split long recordings into clips first")
     if cfg.data.num_proc <= 0:
         raise ConfigError(f"data.num_proc: got {cfg.data.num_proc}, expected a positive integer")
     if not DEVICE_MAP.match(cfg.quantization.device_map):

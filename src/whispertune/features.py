@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import unicodedata
 import warnings
@@ -44,10 +45,18 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
+# Whisper's control tokens (<|endoftext|>, <|en|>, <|0.00|>...): inside a transcript they would be tokenized as
+# text that mimics them, and the row trained to emit fake control sequences.
+SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{1,20}\|>")
+
+
 def text_problem(text: str | None) -> str | None:
-    """`empty_text` for empty/whitespace text, `no_words` when it has no letter, digit or mark at all."""
+    """`empty_text` for empty/whitespace text, `special_token` for a Whisper control token inside it,
+    `no_words` when it has no letter, digit or mark at all."""
     if text is None or not text.strip():
         return "empty_text"
+    if SPECIAL_TOKEN.search(text):
+        return "special_token"
     if not any(unicodedata.category(ch)[0] in "LNM" for ch in text):
         return "no_words"
     return None

@@ -86,9 +86,9 @@ def _csv_rows(path: Path, lines: list[tuple[int, str]], delimiter: str, split: s
         if values is None:
             raise UserError(f"{path}:{start}: a quote opened on this line is never closed; close it or remove it")
         _refuse_swallowed_rows(path, start, record, delimiter, len(header))
-        report.add_seen(split)
         where = f"{path.name}:{start}"
         if len(values) != len(header):
+            report.add_seen(split)
             reason = "csv_extra_fields" if len(values) > len(header) else "csv_missing_fields"
             hint = "an unquoted delimiter inside a value? quote that value" if len(values) > len(header) else \
                 "a value missing its column"
@@ -139,7 +139,6 @@ def _jsonl_rows(path: Path, lines: list[tuple[int, str]], split: str, report: Da
             problem = f"{row}" if isinstance(row, Exception) else f"a JSON {type(row).__name__}, not an object"
             report.skip(split, f"{path.name}:{number}", str(path), "bad_manifest_line", f"line {number}: {problem}")
             continue
-        report.add_seen(split)
         rows.append((number, row))
     return rows
 
@@ -147,7 +146,8 @@ def _jsonl_rows(path: Path, lines: list[tuple[int, str]], split: str, report: Da
 def read_rows(path: Path, split: str, report: DataReport) -> list[Row]:
     """Rows of a metadata.csv / metadata.tsv / metadata.jsonl / manifest file (see the module docstring).
 
-    Each returned row has been counted as seen in `report`; so has each skipped one.
+    Skipped rows are counted (seen and skipped) in `report` under `split`; returned rows are not yet counted:
+    the caller decides which of them belong to the split it reads.
     """
     lines = _lines(path, split, report)
     if path.suffix in (".csv", ".tsv"):

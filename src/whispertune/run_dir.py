@@ -42,7 +42,9 @@ RUN_OUTPUTS = ("checkpoints", "adapter", "logs", "metrics.json", "train_log.json
 # Config fields that do not change what is trained: paths, speed of the data pipeline, logging, evaluation batch.
 _NOT_IDENTITY = {
     "train": {"output_dir", "logging_steps", "report_to", "dataloader_num_workers", "save_total_limit",
-              "push_to_hub", "max_nonfinite_steps"},
+              "push_to_hub", "max_nonfinite_steps",
+              # training longer (or evaluating/saving on another schedule) continues the same run
+              "max_steps", "num_epochs", "eval_strategy", "eval_steps", "save_strategy", "save_steps"},
     "data": {"num_proc", "cache_dir", "token"},
     "model": {"token"},
     "eval": {"batch_size"},
@@ -81,6 +83,24 @@ class RunIdentity:
         return out
 
 
+def data_fingerprint(data) -> str:
+    """A hash of what identifies the training data (`data`: a `DataConfig`), cheap enough to take before loading.
+
+    Local folders and manifests: the bytes of their metadata / manifest files (the transcripts and file list;
+    audio files are not read). Hub and saved datasets: their id, config and splits (already in the config hash,
+    plus the revision a Hub id resolves to when given).
+    """
+    digest = hashlib.sha256(json.dumps([data.source, data.path, data.config_name, data.train_split]).encode())
+    root = Path(data.path).expanduser()
+    if data.source in ("folder", "manifest"):
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*") if p.is_file() and (p.name.startswith("metadata.") or p.suffix == ".jsonl"))
+        for path in files:
+            digest.update(str(path.relative_to(root) if path != root else path.name).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def read_identity(run_dir: Path) -> RunIdentity | None:
     path = run_dir / IDENTITY_FILE
     if not path.is_file():
@@ -93,6 +113,12 @@ def read_identity(run_dir: Path) -> RunIdentity | None:
 
 def _holds_a_run(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in ("checkpoints", "adapter", "train_log.jsonl"))
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    """A renamed-into-place `checkpoint-N` (a run killed before its first one left only staging files)."""
+    root = run_dir / "checkpoints"
+    return root.is_dir() and any(p.is_dir() and p.name.startswith("checkpoint-") for p in root.iterdir())
 
 
 def _clear(run_dir: Path) -> None:
@@ -117,7 +143,7 @@ def claim(run_dir: Path, identity: RunIdentity, *, resuming: bool, overwrite: bo
         if changed:
             raise UserError(f"{run_dir} holds another run ({'; '.join(changed)}); choose another train.output_dir "
                             "or pass --overwrite to replace it")
-        if not resuming and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        if not resuming and _has_checkpoints(run_dir):
             raise UserError(f"{run_dir} already holds checkpoints of this run: pass --resume to continue it "
                             "or --overwrite to start again")
     elif run_dir.is_dir() and _holds_a_run(run_dir):

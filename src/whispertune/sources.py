@@ -8,9 +8,6 @@ that is not JSON or not UTF-8, a missing value, a duplicate id) are skipped and 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 from pathlib import Path
@@ -21,6 +18,7 @@ from datasets import Audio, Dataset, DatasetDict, IterableDataset, Value
 
 from .config import DataConfig
 from .errors import ConfigError, UserError
+from .metadata import read_rows
 from .report import DataReport
 
 log = logging.getLogger(__name__)
@@ -31,7 +29,9 @@ OUTPUT_FEATURES = datasets.Features({"id": Value("string"), "audio": Audio(decod
 LOCAL_FEATURES = datasets.Features(
     {"id": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}, "text": Value("string")}
 )
-METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
+METADATA_NAMES = ("metadata.csv", "metadata.tsv", "metadata.jsonl")
+# Values a `split` column may hold besides the splits a config names; anything else is reported, never guessed.
+STANDARD_SPLITS = ("train", "validation", "valid", "dev", "test", "eval")
 
 
 def split_parts(split: str) -> list[str]:
@@ -49,44 +49,6 @@ def split_parts(split: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- local rows (folder, manifest)
-
-
-def _decoded_lines(path: Path, split: str, report: DataReport) -> Iterable[tuple[int, str]]:
-    """(line number, text) of each line of `path`; lines that are not UTF-8 are skipped and counted."""
-    for number, raw in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
-        try:
-            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            report.add_seen(split)
-            report.skip(split, f"{path.name}:{number}", str(path), "invalid_utf8", f"line {number}: {exc}")
-
-
-def _metadata_rows(path: Path, split: str, report: DataReport) -> list[tuple[int, dict[str, Any]]]:
-    """Rows of a metadata.csv / metadata.jsonl / manifest .jsonl file with their line numbers."""
-    lines = list(_decoded_lines(path, split, report))
-    if path.suffix == ".csv":
-        # csv.reader over decoded lines keeps quoted newlines; numbers are those of each row's first line.
-        reader = csv.reader(io.StringIO("".join(text for _, text in lines)))
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise UserError(f"{path}: empty metadata file (expected a header row)") from None
-        starts = iter(n for n, _ in lines[1:])
-        return [(next(starts, 0), dict(zip(header, values))) for values in reader if values]
-    rows = []
-    for number, text in lines:
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            row = exc
-        if not isinstance(row, dict):
-            report.add_seen(split)
-            report.skip(split, f"{path.name}:{number}", str(path), "bad_manifest_line", f"line {number}: not a JSON object ({row})")
-            continue
-        rows.append((number, row))
-    return rows
 
 
 def _require_column(path: Path, rows: list[tuple[int, dict]], column: str, hint: str) -> None:
@@ -110,28 +72,38 @@ def _local_rows(
         if text is None:
             report.skip(split, where, str(source), "missing_column", f"line {number}: no {text_key!r} value")
             continue
-        audio_path = (base / file_value).resolve()
+        if not isinstance(text, str):  # a JSON number, list, object or boolean is not a transcript
+            report.skip(split, where, str(source), "bad_text_type",
+                        f"line {number}: {text_key!r} is a JSON {type(text).__name__} ({str(text)[:40]}), not a string")
+            continue
+        try:
+            audio_path = (base / file_value).resolve()
+            found = audio_path.is_file()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (ELOOP), a name too long...
+            report.skip(split, where, str(base / file_value), "unreadable_path", f"line {number}: {exc}")
+            continue
         row_id = str(row["id"]) if row.get("id") not in (None, "") else str(audio_path)
-        if not audio_path.is_file():
+        if not found:
             report.skip(split, row_id, str(audio_path), "missing_file", f"{where}: audio file not found")
             continue
-        out.append({"id": row_id, "audio": {"path": str(audio_path), "bytes": None}, "text": str(text)})
+        out.append({"id": row_id, "audio": {"path": str(audio_path), "bytes": None}, "text": text})
     return out
 
 
-def _folder_part(root: Path, part: str, text_key: str, split: str, report: DataReport) -> list[dict[str, Any]]:
+def _folder_part(root: Path, part: str, text_key: str, split: str, report: DataReport,
+                 known_splits: set[str]) -> list[dict[str, Any]]:
     for name in METADATA_NAMES:
         if (root / part / name).is_file():
             meta = root / part / name
-            rows = _metadata_rows(meta, split, report)
+            rows = read_rows(meta, split, report)
             break
     else:
         meta = next((root / n for n in METADATA_NAMES if (root / n).is_file()), None)
         if meta is None:
-            raise UserError(f"{root}: no {part}/metadata.csv, {part}/metadata.jsonl or metadata.csv/.jsonl found")
-        rows = _metadata_rows(meta, split, report)
+            raise UserError(f"{root}: no {part}/metadata.csv, .tsv or .jsonl, nor a metadata file at the top, found")
+        rows = read_rows(meta, split, report)
         if any("split" in row for _, row in rows):
-            rows = [(n, r) for n, r in rows if str(r.get("split", "")).strip() == part]
+            rows = _rows_of_split(rows, meta, part, split, report, known_splits)
         elif part != "train":
             # Same rule as datasets' audiofolder: a single metadata file without a split column is "train".
             raise UserError(
@@ -141,6 +113,22 @@ def _folder_part(root: Path, part: str, text_key: str, split: str, report: DataR
     _require_column(meta, rows, "file_name", "the audiofolder convention needs file_name")
     _require_column(meta, rows, text_key, "set data.text_column to the transcript column")
     return _local_rows(rows, meta, meta.parent, "file_name", text_key, split, report)
+
+
+def _rows_of_split(rows: list[tuple[int, dict]], meta: Path, part: str, split: str, report: DataReport,
+                   known_splits: set[str]) -> list[tuple[int, dict]]:
+    """Rows whose `split` value is `part`; rows whose value names no split at all are skipped and reported."""
+    mine = []
+    for number, row in rows:
+        value = row.get("split")
+        if value == part:
+            mine.append((number, row))
+        elif not isinstance(value, str) or value not in known_splits:
+            report.add_seen(split)
+            report.skip(split, f"{meta.name}:{number}", str(meta), "unknown_split",
+                        f"line {number}: split {value!r} is none of {', '.join(sorted(known_splits))} "
+                        "(split values are exact and case-sensitive)")
+    return mine
 
 
 def _manifest_file(path: Path, part: str) -> Path:
@@ -155,7 +143,7 @@ def _manifest_part(path: Path, part: str, split: str, report: DataReport) -> lis
     manifest = _manifest_file(path, part)
     if not manifest.is_file():
         raise UserError(f"{manifest}: manifest file not found (split {part!r})")
-    rows = _metadata_rows(manifest, split, report)
+    rows = read_rows(manifest, split, report)
     _require_column(manifest, rows, "audio_filepath", "a NeMo-style manifest line is {\"audio_filepath\": ..., \"text\": ...}")
     _require_column(manifest, rows, "text", "a NeMo-style manifest line is {\"audio_filepath\": ..., \"text\": ...}")
     return _local_rows(rows, manifest, manifest.parent, "audio_filepath", "text", split, report)
@@ -261,9 +249,11 @@ def load_examples(data: DataConfig, split: str, report: DataReport | None = None
             raise UserError(f"{root}: audio folder not found")
         rows: list[dict[str, Any]] = []
         report._stats(split)  # registered even if every row is skipped
+        known = set(STANDARD_SPLITS) | {p for expr in (data.train_split, data.eval_split, split) if expr
+                                        for p in split_parts(expr)}
         for part in split_parts(split):
             if data.source == "folder":
-                rows += _folder_part(root, part, data.text_column, split, report)
+                rows += _folder_part(root, part, data.text_column, split, report, known)
             else:
                 rows += _manifest_part(root, part, split, report)
         rows = _drop_duplicates(rows, split, report)

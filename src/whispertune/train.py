@@ -20,11 +20,13 @@ import torch
 from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from . import __version__, speed
-from .checkpoints import STAGING, AtomicCheckpointTrainer, checkpoint_step, resolve_resume
+from .checkpoints import (STAGING, AtomicCheckpointTrainer, check_lora_matches, checkpoint_step, finished_at,
+                          resolve_resume)
 from .callbacks import StageClock, callbacks
 from .config import Config
 from .errors import HardwareError, UserError
 from .model import add_lora, load_base, load_processor, prepare_for_training, resolve_compute_dtype, resolve_device
+from .run_dir import RunIdentity, RunLock, claim, data_fingerprint, write_dir_atomically, write_file_atomically
 
 
 @dataclass
@@ -221,16 +223,39 @@ def _generation_order(eval_ds, limit: int):
     return eval_ds, min(limit, longest + GENERATION_MARGIN)
 
 
-def train(cfg: Config, *, resume: bool | str | None = None,
+def train(cfg: Config, *, resume: bool | str | None = None, overwrite: bool = False,
           extra_callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune LoRA adapters on the configured base and data; see the module docstring for outputs.
 
-    `resume`: True = newest complete checkpoint of this run, a path = that checkpoint.
+    `resume`: True = newest loadable checkpoint of this run, a path = that checkpoint. A run directory that
+    holds another run is refused unless `overwrite` (whispertune.run_dir); one process at a time uses it.
     `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
     """
     run_dir = Path(cfg.train.output_dir).expanduser()
+    with RunLock(run_dir):
+        claim(run_dir, RunIdentity.of(cfg, data_fingerprint(cfg.data)), resuming=resume not in (None, False),
+              overwrite=overwrite)
+        resume_from = resolve_resume(run_dir / "checkpoints", resume)  # before any loading
+        if resume_from:
+            check_lora_matches(resume_from, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules)
+            done = finished_at(resume_from, cfg.train.max_steps, cfg.train.num_epochs)
+            if done is not None and (run_dir / "adapter").is_dir():
+                print(f"{run_dir}: this run already finished at step {done} (adapter/ written); nothing to do")
+                return _finished_result(run_dir, done)
+        return _train(cfg, run_dir, resume_from, extra_callbacks)
+
+
+def _finished_result(run_dir: Path, step: int) -> TrainResult:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if (run_dir / "metrics.json").is_file() else {}
+    log = run_dir / "train_log.jsonl"
+    history = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
+    return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter", global_step=step,
+                       final_train_loss=metrics.get("final_train_loss"), log_history=history,
+                       eval_metrics=metrics.get("eval", {}))
+
+
+def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks) -> TrainResult:
     ckpt_root = run_dir / "checkpoints"
-    resume_from = resolve_resume(ckpt_root, resume)  # fail before any loading if there is nothing to resume
     device = resolve_device(None)
     preset = speed.resolve_preset(cfg, device)
     if preset is not None:
@@ -290,8 +315,7 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     )
     output = trainer.train(resume_from_checkpoint=resume_from)
 
-    adapter_dir = run_dir / "adapter"
-    write_adapter(model, processor, adapter_dir, cfg)
+    adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, cfg))
     history = trainer.state.log_history
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
@@ -299,7 +323,7 @@ def train(cfg: Config, *, resume: bool | str | None = None,
     metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
                "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device,
                "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_file_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     from .plots import plot_loss
 
     plot_loss(history, run_dir / "loss.png")

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
                         help="count trainable parameters and estimate GPU memory without loading weights")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue from the newest complete checkpoint of the run, or from CHECKPOINT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in train.output_dir (its checkpoints, adapter and logs) with a new one")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     loss = "n/a" if result.final_train_loss is None else f"{result.final_train_loss:.4f}"
     print(f"trained {result.global_step} steps; final train loss {loss}; adapter: {result.adapter_dir}")
     for key, value in sorted(result.eval_metrics.items()):
