@@ -17,7 +17,7 @@ from whispertune.cli import main
 from whispertune.errors import UserError
 from whispertune.synth import SAMPLE_RATE, Voice, _synthesize_clip, synthesize_corpus
 
-DATA = files("whispertune") / "data"
+DATA = files("whispertune") / "assets"
 SPLITS = ("train", "dev", "test")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 

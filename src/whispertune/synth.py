@@ -91,8 +91,8 @@ def load_sentences(
     """Sentences per split: the shipped split files, a `.tsv` of `split<TAB>sentence`, or a plain
     file / list (one sentence per line; all of it goes to the first of `splits`)."""
     if sentences is None:
-        data = files("whispertune") / "data"
-        found = {s: data / f"sentences_{language}_{s}.txt" for s in splits}
+        assets = files("whispertune") / "assets"
+        found = {s: assets / f"sentences_{language}_{s}.txt" for s in splits}
         missing = [str(p) for p in found.values() if not p.is_file()]
         if missing:
             raise UserError(f"no shipped sentences for language {language!r}: {', '.join(missing)}; pass --sentences FILE")
