@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from whispertune import speed
-from whispertune.config import Config
+from whispertune.config import Config, SpeedPresetName
 from whispertune.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,10 @@ def test_resolve_preset_applies_only_on_cuda():
         speed.resolve_preset(frozen, "cuda")
     frozen.train.speed_preset = "fast-frozen-encoder"
     assert speed.resolve_preset(frozen, "cuda") == "fast-frozen-encoder"
+
+
+def test_presets_are_the_names_the_config_accepts():
+    assert list(speed.PRESETS) == list(typing.get_args(SpeedPresetName))
 
 
 def test_apply_preset_sets_fields_and_keeps_the_rest():

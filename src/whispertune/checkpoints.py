@@ -47,6 +47,12 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: checkpoint_step(p))
 
 
+def newest_checkpoint(root: Path) -> Path | None:
+    """The complete checkpoint with the highest step under `root`, or None."""
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
 def resolve_resume(root: Path, resume: bool | str | None) -> str | None:
     """`True`: the newest complete checkpoint under `root` (UserError if none); a path: that one,
     checked complete; `None`/`False`: no resume."""
@@ -87,7 +93,7 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
     def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
         super().__init__(*args, **kwargs)
         fp16 = getattr(self.accelerator, "scaler", None) is not None
-        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps, fp16_scaler=fp16)
+        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps, fp16_scaler=fp16, last_checkpoint=newest_checkpoint)
         self.add_callback(self.nonfinite_guard)
         self._last_finite_loss: torch.Tensor | None = None
 

@@ -22,6 +22,7 @@ written after the run has gone bad; checkpoints written after a skipped step hol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -56,13 +57,18 @@ def discard_gradients(model: nn.Module) -> None:
 
 class NonFiniteGuard(TrainerCallback):
     """Counts non-finite steps. The trainer calls `after_backward` after each micro-batch's backward;
-    `check(model)` runs just before each optimizer step (`on_pre_optimizer_step`; the one host sync)."""
+    `check(model)` runs just before each optimizer step (`on_pre_optimizer_step`; the one host sync).
 
-    def __init__(self, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, *, fp16_scaler: bool = False):
+    `last_checkpoint(root)`: the newest complete checkpoint under the trainer's output directory, named in
+    the stop message; the trainer that installs the guard passes it (it knows its checkpoint layout)."""
+
+    def __init__(self, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, *, fp16_scaler: bool = False,
+                 last_checkpoint: Callable[[Path], Path | None] = lambda root: None):
         if max_nonfinite_steps < 1:
             raise UserError(f"train.max_nonfinite_steps: got {max_nonfinite_steps}, expected a positive integer")
         self.max_nonfinite_steps = max_nonfinite_steps
         self.fp16_scaler = fp16_scaler  # inf gradients are the GradScaler's (overflow), not ours
+        self.last_checkpoint = last_checkpoint
         self.skipped_steps: list[int] = []  # 1-based optimizer steps that were skipped
         self.consecutive = 0
         self._loss_bad: torch.Tensor | None = None  # device flag: a loss of this window was non-finite
@@ -118,10 +124,8 @@ class NonFiniteGuard(TrainerCallback):
         return control
 
     def stop_message(self, checkpoint_root: Path, step: int) -> str:
-        from .checkpoints import complete_checkpoints
-
-        found = complete_checkpoints(checkpoint_root)
-        last = f"last good checkpoint: {found[-1]} (resume with --resume)" if found else "no checkpoint was written"
+        found = self.last_checkpoint(checkpoint_root)
+        last = f"last good checkpoint: {found} (resume with --resume)" if found else "no checkpoint was written"
         first = step - self.consecutive + 1
         return (f"training stopped at step {step}: the loss or gradients were NaN/inf for {self.consecutive} "
                 f"steps in a row (steps {first}-{step}; limit train.max_nonfinite_steps={self.max_nonfinite_steps}); "
