@@ -48,7 +48,7 @@ def train_run(name: str, seed: int, args, model_dir: Path, feats: torch.Tensor, 
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: s / 50 if s < 50 else max(0.0, (args.steps - s) / (args.steps - 50)))
-    dtype = speed.autocast_dtype(name)
+    dtype = common.autocast_dtype(preset.precision)
     dev = feats.device
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     losses, t0 = [], time.time()
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = common.device()
     processor = load_processor(str(args.model), "mr", "transcribe")
     audio, texts = read_split(args.corpus, "train", args.clips)
-    feats = torch.cat([speed.log_mel_batch(audio[i:i + 64], processor.feature_extractor.mel_filters, dev)
+    feats = torch.cat([common.log_mel_batch(audio[i:i + 64], processor.feature_extractor.mel_filters, dev)
                        for i in range(0, len(audio), 64)])
     # one fixed label length: the compiled layers then see one shape (padding is -100, ignored by the loss)
     labels = torch.nn.utils.rnn.pad_sequence(labels_of(processor, texts, 0, 50258), batch_first=True,
