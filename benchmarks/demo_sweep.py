@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from whispertune.config import LoraConfig  # noqa: E402
 from whispertune.demo import DECODER_TARGETS  # noqa: E402
-from whispertune.encoder_cache import STORE_DTYPE, generate_from_cache  # noqa: E402
-from whispertune.metrics import error_rates  # noqa: E402
-from whispertune.model import add_lora, load_processor  # noqa: E402
+from whispertune.inference.metrics import error_rates  # noqa: E402
+from whispertune.model.loading import load_processor  # noqa: E402
+from whispertune.model.lora import add_lora  # noqa: E402
+from whispertune.training.encoder_cache import STORE_DTYPE, generate_from_cache  # noqa: E402
 
 
 def read_split(corpus: Path, split: str, limit: int | None) -> tuple[list[np.ndarray], list[str]]:
