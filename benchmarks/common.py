@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 # Dimensions of OpenAI's Whisper sizes (config.json of the Hub checkpoints); tiny-random is for CPU smoke tests.
@@ -181,3 +182,31 @@ def quiet() -> None:
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype a training step of a preset with `precision` runs under (None: no autocast)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def log_mel_batch(
+    clips: list[np.ndarray], mel_filters: np.ndarray, device: str | torch.device = "cpu", n_samples: int = 480000
+) -> torch.Tensor:
+    """Whisper log-Mel features of many 16 kHz clips in one batched STFT (CPU or GPU).
+
+    Same math as transformers' WhisperFeatureExtractor (n_fft 400, hop 160, per-clip max - 8 floor,
+    (x + 4) / 4), but padding happens in one tensor on `device` instead of per clip in numpy.
+    `mel_filters` is the extractor's `mel_filters` array (n_freq x n_mels). Returns (batch, n_mels, 3000).
+    """
+    batch = torch.zeros(len(clips), n_samples, dtype=torch.float32)
+    for i, clip in enumerate(clips):
+        n = min(len(clip), n_samples)
+        batch[i, :n] = torch.from_numpy(np.asarray(clip[:n], dtype=np.float32))
+    batch = batch.to(device, non_blocking=True)
+    window = torch.hann_window(400, device=device)
+    stft = torch.stft(batch, 400, 160, window=window, return_complex=True)
+    power = stft[..., :-1].abs().square()
+    mel = torch.from_numpy(mel_filters).to(device, torch.float32).T @ power
+    log_spec = mel.clamp_min(1e-10).log10()
+    floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0
+    return (torch.maximum(log_spec, floor) + 4.0) / 4.0

@@ -29,13 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-from whispertune import speed  # noqa: E402
 from whispertune.config import LoraConfig  # noqa: E402
 from whispertune.demo import DECODER_TARGETS  # noqa: E402
-from whispertune.encoder_cache import STORE_DTYPE, generate_from_cache  # noqa: E402
-from whispertune.metrics import error_rates  # noqa: E402
-from whispertune.model import add_lora, load_processor  # noqa: E402
+from whispertune.inference.metrics import error_rates  # noqa: E402
+from whispertune.model.loading import load_processor  # noqa: E402
+from whispertune.model.lora import add_lora  # noqa: E402
+from whispertune.training.encoder_cache import STORE_DTYPE, generate_from_cache  # noqa: E402
 
 
 def read_split(corpus: Path, split: str, limit: int | None) -> tuple[list[np.ndarray], list[str]]:
@@ -51,11 +50,11 @@ def read_split(corpus: Path, split: str, limit: int | None) -> tuple[list[np.nda
 
 @torch.inference_mode()
 def encode(model, processor, audio: list[np.ndarray], dev: torch.device, batch: int = 64) -> torch.Tensor:
-    """float16-stored encoder outputs, features by the batched log-Mel of speed.py (same math as HF's)."""
+    """float16-stored encoder outputs, features by the batched log-Mel of common.py (same math as HF's)."""
     out = []
     encoder = model.get_encoder().eval()
     for i in range(0, len(audio), batch):
-        feats = speed.log_mel_batch(audio[i:i + batch], processor.feature_extractor.mel_filters, dev)
+        feats = common.log_mel_batch(audio[i:i + batch], processor.feature_extractor.mel_filters, dev)
         out.append(encoder(input_features=feats).last_hidden_state.to(STORE_DTYPE))
     return torch.cat(out)
 

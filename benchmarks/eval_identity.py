@@ -1,4 +1,4 @@
-"""`whispertune.evaluate.evaluate()` with its defaults against unbatched bf16 greedy decoding, on real weights.
+"""`whispertune.inference.evaluate.evaluate()` with its defaults against unbatched bf16 greedy decoding, on real weights.
 
 Random weights never emit the end token, so whether the product's batched, length-sorted, padded decoding
 returns exactly what decoding one clip at a time returns can only be checked on a real checkpoint: here
@@ -21,11 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from whispertune.config import DataConfig  # noqa: E402
-from whispertune.evaluate import evaluate  # noqa: E402
-from whispertune.features import prepare_split  # noqa: E402
-from whispertune.sources import load_examples  # noqa: E402
+from whispertune.data.features import prepare_split  # noqa: E402
+from whispertune.data.sources import load_examples  # noqa: E402
+from whispertune.inference.evaluate import evaluate  # noqa: E402
 
 
 def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int) -> tuple[dict, float, int, dict]:

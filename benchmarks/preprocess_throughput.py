@@ -3,7 +3,7 @@
 Clips are synthetic 16 kHz speech-like signals (harmonic tones with a moving pitch plus noise) of
 random lengths between 1 and 30 s. Methods:
 - `hf`: WhisperFeatureExtractor(...)(clips) on the CPU (numpy padding, then its own torch STFT);
-- `batched-cpu` / `batched-cuda`: `whispertune.speed.log_mel_batch` on that device.
+- `batched-cpu` / `batched-cuda`: `common.log_mel_batch` on that device.
 Every method is checked against `hf` (max |difference| of the log-Mel values) before it is timed.
 
     python benchmarks/preprocess_throughput.py --clips 256 --batch 64 --methods hf,batched-cpu,batched-cuda
@@ -24,8 +24,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from whispertune.speed import log_mel_batch  # noqa: E402
-
 
 def synth_clips(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -43,7 +41,7 @@ def extractor_fn(method: str, fe):
     if method == "hf":
         return lambda batch: torch.from_numpy(fe(batch, sampling_rate=16000, return_tensors="np")["input_features"])
     dev = method.split("-", 1)[1]
-    return lambda batch: log_mel_batch(batch, fe.mel_filters, dev).cpu()
+    return lambda batch: common.log_mel_batch(batch, fe.mel_filters, dev).cpu()
 
 
 def main(argv: list[str] | None = None) -> int:

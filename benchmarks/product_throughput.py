@@ -1,4 +1,4 @@
-"""Throughput of the product path: `whispertune.train.train()` and `whispertune.evaluate.evaluate()` themselves.
+"""Throughput of the product path: `whispertune.training.trainer.train()` and `whispertune.inference.evaluate.evaluate()` themselves.
 
 Unlike train_throughput.py / eval_throughput.py (the kernel-level harness: its own loop, synthetic tensors),
 this runs what `whispertune train` and `whispertune evaluate` run, on real audio files: the config is
@@ -39,10 +39,9 @@ import common  # noqa: E402
 import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
 from memory_peak import PeakBreakdown  # noqa: E402
-
 from whispertune.config import load_config  # noqa: E402
-from whispertune.evaluate import evaluate  # noqa: E402
-from whispertune.train import train  # noqa: E402
+from whispertune.inference.evaluate import evaluate  # noqa: E402
+from whispertune.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "configs" / "reference-large-v2-marathi-int8.yaml"
@@ -145,7 +144,7 @@ def train_row(ctx, spec: dict) -> dict:
 
 
 def harness_row(ctx, spec: dict) -> dict:
-    batch = int(spec.get("batch", 0)) or train_throughput.speed.get_preset(spec.get("preset", "lean")).batch_size
+    batch = int(spec.get("batch", 0)) or train_throughput.presets.get_preset(spec.get("preset", "lean")).batch_size
     text = f"preset={spec.get('preset', 'lean')},batch={batch},label={spec['label']}"
     args = argparse.Namespace(arch=ctx.args.arch, model_dir=None, label_len=ctx.padded_len, warmup=ctx.args.warmup,
                               steps=ctx.args.harness_steps, peak_tflops=ctx.peak_tflops or 0,

@@ -4,7 +4,7 @@ Same data order for every run (one seeded permutation of the training clips, bat
 (AdamW lr 1e-3, 50 warm-up steps, linear decay to 0 at the last step, gradient clipping at 1.0 as the
 Trainer does), LoRA r=32 on q/v of encoder and decoder, models built as in train_throughput.py
 (`recipe`: int8 + peft k-bit preparation + reentrant checkpointing + fp16 autocast/GradScaler; the
-presets via speed.prepare_model). The batch is 8 for every run so that only the numerics differ.
+presets via preset_surgery.prepare_model). The batch is 8 for every run so that only the numerics differ.
 The recipe runs with two LoRA-initialisation seeds: their difference is the noise level.
 
 Usage (GPU): python benchmarks/real_weights_loss.py --model DIR --corpus DIR --out-dir benchmarks/results
@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from demo_sweep import labels_of, read_split  # noqa: E402
 from train_throughput import build  # noqa: E402
-
-from whispertune import speed  # noqa: E402
-from whispertune.model import load_processor  # noqa: E402
+from whispertune.model.loading import load_processor  # noqa: E402
+from whispertune.training import presets  # noqa: E402
 
 
 def moving_average(x: list[float], k: int = 20) -> np.ndarray:
@@ -38,7 +37,7 @@ def moving_average(x: list[float], k: int = 20) -> np.ndarray:
 
 def train_run(name: str, seed: int, args, model_dir: Path, feats: torch.Tensor, labels: torch.Tensor,
               order: torch.Tensor) -> dict:
-    preset = dataclasses.replace(speed.get_preset(name), batch_size=args.batch)
+    preset = dataclasses.replace(presets.get_preset(name), batch_size=args.batch)
     common.free_memory()
     torch._dynamo.reset()
     torch.manual_seed(seed)  # LoRA A matrices and dropout masks
@@ -48,7 +47,7 @@ def train_run(name: str, seed: int, args, model_dir: Path, feats: torch.Tensor, 
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: s / 50 if s < 50 else max(0.0, (args.steps - s) / (args.steps - 50)))
-    dtype = speed.autocast_dtype(name)
+    dtype = common.autocast_dtype(preset.precision)
     dev = feats.device
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     losses, t0 = [], time.time()
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = common.device()
     processor = load_processor(str(args.model), "mr", "transcribe")
     audio, texts = read_split(args.corpus, "train", args.clips)
-    feats = torch.cat([speed.log_mel_batch(audio[i:i + 64], processor.feature_extractor.mel_filters, dev)
+    feats = torch.cat([common.log_mel_batch(audio[i:i + 64], processor.feature_extractor.mel_filters, dev)
                        for i in range(0, len(audio), 64)])
     # one fixed label length: the compiled layers then see one shape (padding is -100, ignored by the loss)
     labels = torch.nn.utils.rnn.pad_sequence(labels_of(processor, texts, 0, 50258), batch_first=True,

@@ -1,6 +1,6 @@
 """Training throughput of LoRA on a Whisper architecture: ms/step, samples/s, peak memory, MFU.
 
-Each `--spec` is one configuration: a speed preset (src/whispertune/speed.py) with optional field
+Each `--spec` is one configuration: a speed preset (src/whispertune/training/presets.py) with optional field
 overrides, e.g.
 
     python benchmarks/train_throughput.py --arch large-v2 \
@@ -33,8 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-from whispertune import speed  # noqa: E402
+from whispertune.training import preset_surgery, presets  # noqa: E402
 
 BOOL_KEYS = {"prepare_kbit", "reentrant", "compile", "freeze_encoder", "fp8"}
 FIELD_OF = {"quant": "quantization", "ckpt": "checkpointing", "compile": "compile_layers", "batch": "batch_size",
@@ -43,16 +42,16 @@ SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                  "math": "MATH"}
 
 
-def parse_spec(text: str) -> tuple[speed.SpeedPreset, dict[str, str]]:
+def parse_spec(text: str) -> tuple[presets.SpeedPreset, dict[str, str]]:
     """'preset=fast,batch=16' -> (the preset with batch_size=16, the raw key/values)."""
     raw = dict(item.split("=", 1) for item in text.split(",") if item)
-    preset = speed.get_preset(raw.get("preset", "plain"))
+    preset = presets.get_preset(raw.get("preset", "plain"))
     changes = {}
     for key, value in raw.items():
         if key in ("preset", "label", "sdpa"):
             continue
         field = FIELD_OF.get(key, key)
-        if field not in {f.name for f in dataclasses.fields(speed.SpeedPreset)}:
+        if field not in {f.name for f in dataclasses.fields(presets.SpeedPreset)}:
             raise SystemExit(f"unknown spec key {key!r} in {text!r}")
         changes[field] = value in ("1", "true", "yes") if key in BOOL_KEYS else int(value) if key == "batch" else value
     return dataclasses.replace(preset, **changes), raw
@@ -68,17 +67,17 @@ def sdpa_context(name: str):
     return sdpa_kernel([first, *others], set_priority=True)
 
 
-def build(model_dir: Path, preset: speed.SpeedPreset):
+def build(model_dir: Path, preset: presets.SpeedPreset):
     """The peft model configured like `preset`; registered under a temporary preset name for prepare_model."""
     model = common.load_lora_model(model_dir, preset.quantization, preset.precision, preset.prepare_kbit,
                                    preset.freeze_encoder, attn=preset.attn_implementation)
     if preset.prepare_kbit and preset.quantization != "none":
         return model  # peft's preparation already set reentrant checkpointing of every layer (the recipe)
-    speed.PRESETS["_bench"] = preset
+    presets.PRESETS["_bench"] = preset
     try:
-        return speed.prepare_model(model, "_bench")
+        return preset_surgery.prepare_model(model, "_bench")
     finally:
-        del speed.PRESETS["_bench"]
+        del presets.PRESETS["_bench"]
 
 
 def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, results_name: str = "train_throughput",

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from whispertune.demo import DemoSettings, choose_quantization, run_demo
 
-pytestmark = [pytest.mark.embedded, pytest.mark.synth]
 
-
-@pytest.fixture(autouse=True)
-def _needs_espeak():
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-
-
+@pytest.mark.embedded
+@pytest.mark.synth
 def test_short_demo_lowers_wer_and_cer(tmp_path):
     settings = DemoSettings(
         out_dir=str(tmp_path / "run"), corpus_dir=str(tmp_path / "corpus"), variants=1, train_sentences=32,

@@ -1,6 +1,6 @@
 """Issue 8 item 5: weights come from safetensors only, pickles are never executed, remote code is never
 trusted. The embedded model's pinned SHA-256 check is tested in
-tests/test_embedded.py::test_tampered_part_refused (a one-byte change in a part is refused)."""
+tests/pretrained/test_embedded.py::test_tampered_part_refused (a one-byte change in a part is refused)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 import whispertune
 from whispertune.config import ModelConfig, QuantizationConfig
 from whispertune.errors import UserError
-from whispertune.inference import load_for_inference
-from whispertune.model import load_base
+from whispertune.inference.generation import load_for_inference
+from whispertune.model.loading import load_base
 
 PACKAGE = Path(whispertune.__file__).parent
 

@@ -18,6 +18,10 @@ import yaml
 
 from .errors import ConfigError
 
+# The speed presets' names; their settings are training.presets.PRESETS, a table keyed by these names.
+# Only the names live here, so that `train.speed_preset` is checked like any other Literal field.
+SpeedPresetName = Literal["recipe", "plain", "fast", "lean", "fast-fp8", "fast-frozen-encoder"]
+
 
 @dataclass
 class ModelConfig:
@@ -89,8 +93,8 @@ class TrainingConfig:
     predict_with_generate: bool = False  # WER by generation at each evaluation
     max_nonfinite_steps: int = 3  # stop after this many NaN/inf-loss steps in a row (each is skipped)
     seed: int = 42
-    # speed.PRESETS name or "auto" (CUDA: `lean`, unless freeze_encoder; CPU: the config as written)
-    speed_preset: str = "auto"
+    # a training.presets.PRESETS name or "auto" (CUDA: `lean`, unless freeze_encoder; CPU: the config as written)
+    speed_preset: Literal["auto", SpeedPresetName] = "auto"
     speed_batch_size: int = 0  # > 0: this batch instead of the preset's (e.g. 64 for fast-fp8 on a 141 GB GPU)
     remove_unused_columns: bool = False
     label_names: list[str] = field(default_factory=lambda: ["labels"])
@@ -102,7 +106,7 @@ class TrainingConfig:
 
 @dataclass
 class EvaluationConfig:
-    batch_size: int = 0  # 0: auto (evaluate.DEFAULT_GPU_BATCH on a GPU, 8 on a CPU)
+    batch_size: int = 0  # 0: auto (inference.evaluate.DEFAULT_GPU_BATCH on a GPU, 8 on a CPU)
     sort_by_length: bool = True
     normalizer: Literal["auto", "basic", "english", "none"] = "auto"
     autocast: bool = True  # mixed precision for quantized bases on GPU
@@ -318,11 +322,6 @@ def validate(cfg: Config) -> None:
                                                for t in cfg.lora.target_modules):
         raise ConfigError("train.cache_cross_attention: the cross-attention keys/values must stay frozen; name "
                           "self-attention projections as self_attn.k_proj / self_attn.v_proj in lora.target_modules")
-    from .speed import PRESETS  # here, not at the top: speed imports this module
-
-    if cfg.train.speed_preset not in ("auto", *PRESETS):
-        raise ConfigError(f"train.speed_preset: got {cfg.train.speed_preset!r}, expected one of "
-                          f"auto, {', '.join(PRESETS)}")
     if not 0 < cfg.data.max_duration_s <= 30:
         raise ConfigError(f"data.max_duration_s: got {cfg.data.max_duration_s}, expected a number in (0, 30]: Whisper "
                           "hears 30 s windows, so a longer clip's features would be cut while its whole transcript is "
@@ -334,7 +333,7 @@ def validate(cfg: Config) -> None:
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
-    from .languages import resolve_language
+    from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers
 
     try:
         resolve_language(cfg.model.language)

@@ -7,7 +7,7 @@ print a before/after table with three example clips; write metrics.json and plot
 
 On a CPU the encoder (always a 30 s window) is the expensive part, which is why the demo freezes it:
 the after-training scores use the same cached encoder outputs, which equals running the full model
-(tests/test_encoder_cache.py shows the cached and plain paths give the same transcripts).
+(tests/training/test_encoder_cache.py shows the cached and plain paths give the same transcripts).
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Config, load_config
-from .errors import UserError
+from .data.report import DataReport
+from .data.sentences import load_sentences
+from .data.synth import synthesize_corpus
+from .errors import HardwareError, UserError
+from .pretrained.embedded import resolve_model_name
 
 console = Console()
 
@@ -70,15 +74,14 @@ class DemoResult:
 
 
 def default_corpus_dir(settings: DemoSettings) -> Path:
-    from .features import default_cache_dir
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .data.features import default_cache_dir
 
     name = f"demo-{settings.language}-v{settings.variants}-s{settings.seed}"
     return default_cache_dir().parent / "corpora" / name
 
 
 def _sentences(language: str, split: str, limit: int | None, seed: int) -> list[str]:
-    from .synth import load_sentences
-
     sentences = load_sentences(language, None, [split])[split]
     if limit is not None and limit < len(sentences):
         sentences = random.Random(seed).sample(sentences, limit)
@@ -87,8 +90,6 @@ def _sentences(language: str, split: str, limit: int | None, seed: int) -> list[
 
 def build_corpus(settings: DemoSettings) -> Path:
     """Synthesize the demo's train and test splits (reused when already built with the same settings)."""
-    from .synth import synthesize_corpus
-
     corpus = Path(settings.corpus_dir) if settings.corpus_dir else default_corpus_dir(settings)
     corpus.mkdir(parents=True, exist_ok=True)
     rows = [("train", s) for s in _sentences(settings.language, "train", settings.train_sentences, settings.seed)]
@@ -109,8 +110,8 @@ def choose_quantization(requested: str, device: str) -> tuple[str, str]:
     the int8 encoder measured about 2.5x slower than fp32 and int8 greedy decoding about 10x slower,
     which would not fit the demo's time budget. `--quantization int8` still forces it.
     """
-    from .errors import HardwareError
-    from .model import check_quantization
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .model.bnb import check_quantization
 
     if requested != "auto":
         check_quantization(requested, device)
@@ -143,11 +144,10 @@ def demo_config(settings: DemoSettings, corpus: Path, quantization: str, device:
 
 def _test_set(cfg: Config, model, processor):
     """Cached encoder outputs and references of the test split (shares train()'s encoder cache)."""
-    from .embedded import resolve_model_name
-    from .encoder_cache import cached_dataset
-    from .features import default_cache_dir, prepare_split
-    from .report import DataReport
-    from .sources import load_examples
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .data.features import default_cache_dir, prepare_split
+    from .data.sources import load_examples
+    from .training.encoder_cache import cached_dataset
 
     report = DataReport()
     examples = load_examples(cfg.data, "test", report)
@@ -161,8 +161,9 @@ def _test_set(cfg: Config, model, processor):
 
 
 def _score(model, processor, hidden, refs, cfg: Config, desc: str) -> tuple[dict[str, float], list[str]]:
-    from .encoder_cache import generate_from_cache
-    from .metrics import error_rates
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .inference.metrics import error_rates
+    from .training.encoder_cache import generate_from_cache
 
     hyps = generate_from_cache(model, processor, hidden, language=cfg.model.language, task=cfg.model.task,
                                batch_size=cfg.eval.batch_size, max_new_tokens=cfg.generation.max_new_tokens,
@@ -172,10 +173,10 @@ def _score(model, processor, hidden, refs, cfg: Config, desc: str) -> tuple[dict
 
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     """The whole demo; returns the numbers it printed."""
-    from .embedded import resolve_model_name
-    from .inference import load_for_inference
-    from .model import resolve_device
-    from .train import train
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .inference.generation import load_for_inference
+    from .model.device import resolve_device
+    from .training.trainer import train
 
     settings = settings or DemoSettings()
     start = time.monotonic()
@@ -229,7 +230,8 @@ def _count(run_dir: Path, split: str) -> int:
 
 
 def _write(result: DemoResult, history: list[dict[str, Any]]) -> None:
-    from .plots import plot_demo
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .training.plots import plot_demo
 
     run = result.run_dir
     data = asdict(result)

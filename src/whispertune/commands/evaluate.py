@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..evaluate import evaluate
+    from ..inference.evaluate import evaluate
 
     cfg = load_config(args.config, args.overrides)
     if not cfg.data.path:

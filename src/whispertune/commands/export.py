@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ..export import CT2_QUANTIZATIONS
+from ..interop.ct2_export import CT2_QUANTIZATIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_ct2
+    from ..interop.ct2_export import export_ct2
 
     if not args.adapter and not args.model:
         raise UserError("export: give --adapter or --model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..embedded import PREFIX
+from ..pretrained.embedded import PREFIX
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import import_ct2
-    from ..embedded import resolve_embedded_ct2
+    from ..pretrained.ct2_import import import_ct2
+    from ..pretrained.embedded import resolve_embedded_ct2
 
     src = args.src
     if src.startswith(PREFIX):

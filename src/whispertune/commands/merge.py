@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import merge
+    from ..interop.merge import merge
 
     start = time.perf_counter()
     out = merge(args.adapter, args.out, dtype=args.dtype, model=args.model, overwrite=args.force)

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import push
+    from ..interop.hub import push
 
     if args.repo_id.count("/") > 1 or not args.repo_id.strip("/"):
         raise UserError(f"--repo-id {args.repo_id!r}: expected owner/name")

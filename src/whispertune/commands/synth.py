@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.synth import synthesize_corpus
 from ..errors import UserError
-from ..synth import synthesize_corpus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

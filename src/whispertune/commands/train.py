@@ -30,11 +30,11 @@ def run(args: argparse.Namespace) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     if args.dry_run:
-        from ..model import dry_run
+        from ..model.dry_run import dry_run
 
         print(dry_run(cfg).summary())
         return 0
-    from ..train import train
+    from ..training.trainer import train
 
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     loss = "n/a" if result.final_train_loss is None else f"{result.final_train_loss:.4f}"

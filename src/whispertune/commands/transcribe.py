@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..subtitles import FORMATS, render
+from ..inference.subtitles import FORMATS, render
 
 DEFAULT_MODEL = "embedded:whisper-base"
 
@@ -49,7 +49,7 @@ def _output_paths(files: list[str], out_dir: Path, fmt: str) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..transcribe import transcribe
+    from ..inference.transcribe import transcribe
 
     model = args.model or (None if args.adapter else DEFAULT_MODEL)
     transcripts = transcribe(

@@ -1,0 +1,259 @@
+"""Evaluate a base model (+ adapter) on a data split: batched, length-sorted generation, WER/CER.
+
+Any data source works: a `DataConfig` (read with `sources.load_examples`, features by
+`features.prepare_split`), raw examples (`id`, `audio`, `text`), or an already prepared dataset
+(`input_features`, `text` or `labels`, optional `duration`, `id`). Examples are generated longest
+first so that the utterances of one batch end at similar lengths (Whisper features are always 30 s,
+the padding that costs is in the decoded tokens); predictions are written back in dataset order.
+References are the `text` column (the transcript itself); a dataset without one has its `labels`
+decoded, skipping special tokens, as the reference recipe does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+from rich.console import Console
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from ..config import DataConfig
+from ..data.features import prepare_split
+from ..data.report import DataReport
+from ..data.sources import load_examples
+from ..errors import UserError
+from .generation import Loaded, generate_batch, load_for_inference
+from .metrics import error_rates, utterance_rates
+from .normalize import NormalizerKind
+
+
+@dataclass
+class Prediction:
+    id: str
+    reference: str
+    hypothesis: str
+    wer: float  # raw, x100
+    cer: float
+    wer_normalized: float
+    cer_normalized: float
+
+
+@dataclass
+class EvalResult:
+    wer: float
+    cer: float
+    wer_normalized: float
+    cer_normalized: float
+    n_utterances: int
+    seconds: float
+    predictions: list[Prediction] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # model, adapter, language, task, split, ...
+
+    def metrics(self) -> dict[str, Any]:
+        """Everything but the predictions (what metrics.json holds)."""
+        out = asdict(self)
+        out.pop("predictions")
+        return out
+
+
+# On an 80-141 GB GPU; tokens/s of large-v2 rose with the batch up to 128-256 (docs/speed.md)
+DEFAULT_GPU_BATCH = 128
+DEFAULT_CPU_BATCH = 8
+
+
+def resolve_batch_size(batch_size: int | None, device: str) -> int:
+    """`None` or 0 (auto): DEFAULT_CPU_BATCH off CUDA; on CUDA by the GPU's memory, 2 x DEFAULT_GPU_BATCH from
+    120 GiB down to 16 below 20 GiB (the sizes that fit large-v2, the largest Whisper)."""
+    if batch_size:
+        return batch_size
+    if not str(device).startswith("cuda"):
+        return DEFAULT_CPU_BATCH
+    # large-v2 at 40 new tokens: batch 128 used 34 GiB, 64 used 18.6 GiB (benchmarks/results/eval_throughput.jsonl)
+    total_gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+    if total_gib >= 120:  # 141 GB H200: 256 measured 3408 tok/s vs 3040 at 128 (harness, 65 GiB on large-v2)
+        return 2 * DEFAULT_GPU_BATCH
+    return DEFAULT_GPU_BATCH if total_gib >= 75 else 64 if total_gib >= 38 else 32 if total_gib >= 20 else 16
+
+
+def feature_block(dataset: Any, rows: list[int]) -> np.ndarray:
+    """`input_features` of `rows` as one (len(rows), n_mels, frames) float32 array.
+
+    Read through Arrow's flat value buffer: datasets' numpy formatter took 1.5-2 ms a row for an 80 x 3000
+    feature (about 0.25 s a batch of 128, as long as a tenth of the batch's generation on an H200); this
+    takes about 0.3 ms.
+    """
+    column = dataset.with_format("arrow")[rows].column("input_features").combine_chunks()
+    if isinstance(column, pa.ExtensionArray):
+        column = column.storage
+    if not pa.types.is_list(column.type) and not pa.types.is_fixed_size_list(column.type):
+        return np.asarray(dataset.with_format("numpy", columns=["input_features"])[rows]["input_features"])
+    n_mels = len(column[0])
+    values = column.flatten().flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(rows), n_mels, -1).astype(np.float32, copy=False)
+
+
+def prefetched(read, items: list) -> Any:
+    """`read(item)` for each item, the next one read in a background thread while the caller works on this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, items[0]) if items else None
+        for index in range(len(items)):
+            current = pending.result()
+            pending = pool.submit(read, items[index + 1]) if index + 1 < len(items) else None
+            yield current
+
+
+def length_order(durations: list[float]) -> list[int]:
+    """Indices of the examples, longest first (stable for equal lengths)."""
+    return [int(i) for i in np.argsort(-np.asarray(durations, dtype=float), kind="stable")]
+
+
+def _as_dataset(dataset: Any) -> Any:
+    """A map-style Dataset; a streaming one is written to an Arrow cache first (random access for sorting)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return datasets.Dataset.from_generator(lambda: (yield from dataset))
+    return dataset
+
+
+def prepare_eval_data(
+    loaded: Loaded,
+    *,
+    data: DataConfig | None,
+    split: str,
+    dataset: Any,
+    max_samples: int | None,
+    report: Any,
+) -> Any:
+    """The prepared evaluation dataset (`input_features` + `text`/`labels`) for any accepted input."""
+    info = loaded.info
+    if dataset is None:
+        if data is None:
+            raise UserError("evaluate needs a data source: a data config (--config / --data.path) or a dataset")
+        dataset = load_examples(data, split, report)
+    dataset = _as_dataset(dataset)
+    columns = set(dataset.column_names)
+    if "input_features" not in columns:
+        if "audio" not in columns:
+            raise UserError(f"evaluation dataset has columns {sorted(columns)}; expected input_features or audio")
+        cfg = data or DataConfig()
+        dataset = prepare_split(
+            dataset, loaded.processor, cfg, language=info.get("language"), task=info.get("task", "transcribe"),
+            report=report, split=split, cache_dir=cfg.cache_dir, max_samples=max_samples or cfg.max_eval_samples,
+        )
+    if "text" not in dataset.column_names and "labels" not in dataset.column_names:
+        raise UserError("evaluation dataset has neither a text nor a labels column: nothing to compare with")
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(range(max_samples))
+    if len(dataset) == 0:
+        raise UserError(f"no usable examples in split {split!r} (see the data report for what was skipped)")
+    return dataset
+
+
+def _references(dataset: Any, tokenizer: Any) -> list[str]:
+    if "text" in dataset.column_names:
+        return [str(t) for t in dataset["text"]]
+    labels = [[tokenizer.pad_token_id if t == -100 else t for t in row] for row in dataset["labels"]]
+    return [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+
+
+def print_table(result: EvalResult) -> None:
+    table = Table(title=f"whispertune evaluate: {result.info.get('split', '')} ({result.n_utterances} utterances)")
+    table.add_column("metric")
+    table.add_column("raw", justify="right")
+    table.add_column("normalized", justify="right")
+    table.add_row("WER %", f"{result.wer:.2f}", f"{result.wer_normalized:.2f}")
+    table.add_row("CER %", f"{result.cer:.2f}", f"{result.cer_normalized:.2f}")
+    table.add_row("seconds", f"{result.seconds:.1f}", "")
+    Console().print(table)
+
+
+def write_outputs(result: EvalResult, out_dir: str | Path) -> Path:
+    """`metrics.json` and `predictions.jsonl` (one utterance per line, dataset order) in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result.metrics(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for pred in result.predictions:
+            f.write(json.dumps(asdict(pred), ensure_ascii=False) + "\n")
+    return out
+
+
+def evaluate(
+    model: str | None = None,
+    adapter: str | None = None,
+    *,
+    data: DataConfig | None = None,
+    split: str = "test",
+    dataset: Any = None,
+    language: str | None = None,
+    task: str | None = None,
+    batch_size: int | None = None,
+    max_new_tokens: int = 255,
+    num_beams: int = 1,
+    quantization: str = "none",
+    device: str | None = None,
+    out_dir: str | Path | None = None,
+    normalizer: NormalizerKind = "auto",
+    max_samples: int | None = None,
+    autocast: bool = True,
+    progress: bool = True,
+    loaded: Loaded | None = None,
+) -> EvalResult:
+    """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe."""
+    if (batch_size is not None and batch_size < 0) or max_new_tokens <= 0:
+        raise UserError("batch_size must be a positive integer (or 0 for auto) and max_new_tokens positive")
+    if loaded is None:
+        loaded = load_for_inference(
+            model, adapter, quantization=quantization, device=device, language=language, task=task
+        )
+    batch_size = resolve_batch_size(batch_size, loaded.info.get("device", "cpu"))
+    report = DataReport()
+    prepared = prepare_eval_data(loaded, data=data, split=split, dataset=dataset, max_samples=max_samples,
+                                 report=report)
+    references = _references(prepared, loaded.processor.tokenizer)
+    ids = [str(i) for i in prepared["id"]] if "id" in prepared.column_names else [str(i) for i in range(len(prepared))]
+    durations = prepared["duration"] if "duration" in prepared.column_names else [len(r) for r in references]
+    order = length_order(durations)
+
+    hypotheses: list[str] = [""] * len(prepared)
+    new_tokens = 0
+    start = time.perf_counter()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    reader = prefetched(lambda rows: feature_block(prepared, rows), batches)
+    for batch, feats in tqdm(zip(batches, reader), total=len(batches), desc=f"evaluate {split}", unit="batch",
+                             disable=not progress):
+        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                   autocast=autocast)
+        new_tokens += generated.new_tokens
+        for index, text in zip(batch, generated.texts):
+            hypotheses[index] = text
+    seconds = time.perf_counter() - start
+
+    lang = loaded.info.get("language")
+    rates = error_rates(references, hypotheses, lang, normalizer)
+    predictions = [
+        Prediction(id=i, reference=r, hypothesis=h, **utterance_rates(r, h, lang, normalizer))
+        for i, r, h in zip(ids, references, hypotheses)
+    ]
+    info = {**loaded.info, "split": split, "normalizer": normalizer, "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens, "num_beams": num_beams, "data": report.summary_line(),
+            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
+    result = EvalResult(
+        wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
+        cer_normalized=rates["cer_normalized"], n_utterances=len(references), seconds=seconds,
+        predictions=predictions, info=info,
+    )
+    if out_dir is not None:
+        write_outputs(result, out_dir)
+        report.write(Path(out_dir) / "data_report.json")
+    if progress:
+        print_table(result)
+    return result

@@ -1,0 +1,257 @@
+"""Load a Whisper base, optionally with a LoRA adapter on top, ready for generation (eval mode).
+
+The base is a Hub id, a local directory or an `embedded:` name. With an adapter and no `model`, the
+base is read from the adapter's `whispertune.json` (written by `whispertune train`) or, failing that,
+from `base_model_name_or_path` in its `adapter_config.json` (what peft writes). Language and task
+default to the adapter's `whispertune.json`. The processor comes from the adapter directory when it
+carries processor files (training saves them there), else from the base.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig, QuantizationConfig
+from ..errors import ConfigError, UserError
+
+ADAPTER_META = "whispertune.json"
+_PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
+_BASE_KEYS = ("base_model", "base_model_name_or_path", "model")  # whispertune.json keys, first found wins
+
+
+@dataclass
+class Loaded:
+    """A model in eval mode, its processor, and what was loaded (`info`: base, adapter, language, ...)."""
+
+    model: Any
+    processor: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json_file(adapter: str, filename: str) -> dict[str, Any] | None:
+    """`filename` from a local adapter directory or a Hub adapter repo; None when it does not exist."""
+    local = Path(adapter)
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            return None
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            path = Path(hf_hub_download(adapter, filename))
+        except EntryNotFoundError:
+            return None
+        except Exception as exc:  # offline, unknown repo, gated: one clear line
+            raise UserError(f"adapter {adapter!r}: not a local directory and not readable from the Hub ({exc})") from None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def adapter_metadata(adapter: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(adapter_config.json, whispertune.json or {}) of an adapter directory or Hub repo."""
+    config = _read_json_file(adapter, "adapter_config.json")
+    if config is None:
+        raise UserError(f"{adapter}: no adapter_config.json; is this a LoRA adapter directory?")
+    return config, _read_json_file(adapter, ADAPTER_META) or {}
+
+
+def base_of_adapter(config: dict[str, Any], meta: dict[str, Any], adapter: str) -> str:
+    """The adapter's base model: whispertune.json first (keeps `embedded:` names portable), then peft's."""
+    for key in _BASE_KEYS:
+        if meta.get(key):
+            return str(meta[key])
+    if config.get("base_model_name_or_path"):
+        return str(config["base_model_name_or_path"])
+    raise UserError(f"{adapter}: its config names no base model; pass --model")
+
+
+def language_code(language: str | None) -> str | None:
+    """Whisper language code for a name or code ("Marathi" -> "mr"); None stays None."""
+    if language is None:
+        return None
+    from ..languages import resolve_language  # lazy: `whispertune --help` imports this module
+
+    resolved = resolve_language(language)
+    return resolved[1] if resolved else None
+
+
+def generate_kwargs(loaded: Loaded) -> dict[str, Any]:
+    """`language=`/`task=` for `model.generate` (never forced decoder ids).
+
+    English-only checkpoints have no language or task tokens: passing either would fail there.
+    """
+    gen = loaded.model.generation_config
+    kwargs: dict[str, Any] = {}
+    if getattr(gen, "lang_to_id", None) and loaded.info.get("language"):
+        kwargs["language"] = loaded.info["language"]
+    if getattr(gen, "task_to_id", None):
+        kwargs["task"] = loaded.info.get("task") or "transcribe"
+    return kwargs
+
+
+def _has_processor(path: str) -> bool:
+    return Path(path).is_dir() and any((Path(path) / f).is_file() for f in _PROCESSOR_FILES)
+
+
+def load_for_inference(
+    model: str | None = None,
+    adapter: str | None = None,
+    *,
+    quantization: str = "none",
+    device: str | None = None,
+    language: str | None = None,
+    task: str | None = None,
+) -> Loaded:
+    """Load `model` (+ `adapter`) for inference. `task=None` means the adapter's task, else "transcribe"."""
+    # lazy: `whispertune --help` imports this module (commands/export -> interop), and these pull in transformers
+    from ..model.bnb import cast_inputs_at_int8_layers
+    from ..model.loading import load_base, load_processor
+
+    if quantization not in ("none", "int8", "nf4"):
+        raise ConfigError(f"quantization: got {quantization!r}, expected one of 'none', 'int8', 'nf4'")
+    meta: dict[str, Any] = {}
+    merged = False
+    if adapter is not None:
+        local = Path(adapter)
+        if (local / "adapter_config.json").is_file() and not (local / "adapter_model.safetensors").is_file():
+            raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors adapters are loaded)")
+        adapter_config, meta = adapter_metadata(adapter)
+        if model is None:
+            model = base_of_adapter(adapter_config, meta, adapter)
+    if model is None:
+        raise UserError("no model given: pass a model (Hub id, directory or embedded:whisper-base) or an adapter")
+    language = language if language is not None else meta.get("language")
+    task = task or meta.get("task") or "transcribe"
+    if task not in ("transcribe", "translate"):
+        raise ConfigError(f"task: got {task!r}, expected 'transcribe' or 'translate'")
+    code = language_code(language)
+
+    model_cfg = ModelConfig(name_or_path=model, language=code, task=task)
+    base = load_base(model_cfg, QuantizationConfig(mode=quantization), for_training=False, device=device)
+    if quantization == "int8":
+        # fp32 activations would reach the int8 matmuls, which cast them to fp16 and warn on every call
+        cast_inputs_at_int8_layers(base)
+    processor_path = adapter if adapter is not None and _has_processor(adapter) else model
+    processor = load_processor(processor_path, code, task)
+    net = base
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            net = PeftModel.from_pretrained(base, adapter, is_trainable=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load adapter {adapter!r} on {model!r}: {exc}") from None
+        merged = quantization == "none" and next(base.parameters()).device.type == "cuda"
+        if merged:
+            # On a GPU decoding is launch-bound: one matmul per adapted projection instead of three (base,
+            # A, B). Kept unmerged on CPU (fp32 results stay exactly those of training's forward) and on
+            # quantized bases, whose weights cannot absorb the adapter.
+            net = net.merge_and_unload()
+    net.eval()
+    info = {
+        "model": model,
+        "adapter": adapter,
+        "language": code,
+        "task": task,
+        "quantization": quantization,
+        "device": str(next(net.parameters()).device),
+        "adapter_merged": adapter is not None and merged,
+    }
+    return Loaded(model=net, processor=processor, info=info)
+
+
+def _base_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def input_dtype(model: Any) -> torch.dtype:
+    """The dtype the encoder's first weights have (input features are cast to it)."""
+    encoder = _base_model(model).get_encoder()
+    return next(p.dtype for p in encoder.parameters() if p.is_floating_point())
+
+
+@dataclass
+class Generated:
+    """Decoded texts plus the full token sequences (prefix included) and the language token of each."""
+
+    texts: list[str]
+    sequences: list[list[int]]
+    languages: list[str | None]
+    new_tokens: int = 0  # tokens generated for the batch (up to and including each end token)
+
+
+def generate_batch(
+    loaded: Loaded,
+    features: np.ndarray | torch.Tensor,
+    *,
+    max_new_tokens: int = 255,
+    num_beams: int = 1,
+    autocast: bool = True,
+) -> Generated:
+    """Greedy (or beam) generation for a batch of (B, mel, 3000) log-Mel features, no gradients.
+
+    Quantized bases on CUDA run under `torch.autocast` in their compute dtype (fp16 inputs reach the
+    int8 matmuls as bitsandbytes expects); elsewhere the model's own dtype is used.
+    """
+    from ..model.bnb import is_quantized  # lazy: `whispertune --help` imports this module
+
+    model = loaded.model
+    device = torch.device(loaded.info.get("device", "cpu"))
+    feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(model))
+    use_autocast = autocast and device.type == "cuda" and is_quantized(_base_model(model))
+    dtype = torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported() else torch.float16
+    gen = model.generation_config
+    kwargs = generate_kwargs(loaded)
+    lang_ids = dict(getattr(gen, "lang_to_id", None) or {})
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
+        if lang_ids and "language" not in kwargs:
+            # detected here rather than inside generate, so that the language of each clip is known
+            detected = model.detect_language(input_features=feats).tolist()
+            id_to_lang = {v: k[2:-2] for k, v in lang_ids.items()}
+            kwargs["language"] = [id_to_lang[int(i)] for i in detected]
+        # No return_dict_in_generate: with it, transformers 5 copies every layer's KV cache of every clip
+        # to the CPU and back (15 GiB a batch of 64 on large-v2); that made evaluation 13x slower.
+        new = model.generate(input_features=feats, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+    new_tokens = new.tolist()
+    languages = kwargs.get("language")
+    if not isinstance(languages, list):
+        languages = [languages if lang_ids else None] * len(new_tokens)
+    generated = [_strip_padding(row, gen.pad_token_id) for row in new_tokens]
+    sequences = [decoder_prompt(gen, lang, kwargs.get("task")) + row for lang, row in zip(languages, generated)]
+    tokenizer = loaded.processor.tokenizer
+    texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return Generated(texts=texts, sequences=sequences, languages=[lang or None for lang in languages],
+                     new_tokens=sum(len(row) for row in generated))
+
+
+def decoder_prompt(gen: Any, language: str | None, task: str | None) -> list[int]:
+    """The tokens Whisper's generate starts from: start, language, task, no-timestamps (those the model has)."""
+    prompt = [int(gen.decoder_start_token_id)]
+    if language and getattr(gen, "lang_to_id", None):
+        prompt.append(int(gen.lang_to_id[f"<|{language}|>"]))
+    if task and getattr(gen, "task_to_id", None):
+        prompt.append(int(gen.task_to_id[task]))
+    if getattr(gen, "no_timestamps_token_id", None) is not None:
+        prompt.append(int(gen.no_timestamps_token_id))
+    return prompt
+
+
+def _strip_padding(row: list[int], pad_id: int | None) -> list[int]:
+    """Drop the padding after a clip's end token (batched outputs are padded to the longest)."""
+    end = len(row)
+    while end > 1 and pad_id is not None and row[end - 1] == pad_id and row[end - 2] == pad_id:
+        end -= 1
+    return row[:end]

@@ -1,0 +1,98 @@
+"""Export to CTranslate2 (faster-whisper): a model, or an adapter merged into its base, checked for parity.
+
+`export_ct2` runs CTranslate2's own transformers converter, then transcribes a few clips with both the
+transformers model and the CTranslate2 model (`parity.check_parity`) and refuses the export
+(`ParityError`, exit 2) when their WERs differ by more than `margin` points. Each output directory
+gets a `whispertune.json` (what it is, base, language, task) that `hub.push` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..inference.generation import ADAPTER_META, language_code
+from ..pretrained.embedded import resolve_model_name
+from .merge import language_fields, merge, prepare_out_dir
+from .parity import Clip, ParityReport, check_parity, default_clips, enforce_parity, read_clips
+
+CT2_QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
+FASTER_WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    quantization: str
+    parity: ParityReport
+    seconds: float
+
+
+def _write_missing_files(out: Path, model_dir: str, code: str | None, task: str) -> None:
+    """tokenizer.json / preprocessor_config.json the source directory did not have, from its processor."""
+    from ..model.loading import load_processor  # lazy: `whispertune --help` imports this module
+
+    missing = [f for f in ("tokenizer.json", "preprocessor_config.json") if not (out / f).is_file()]
+    if not missing:
+        return
+    processor = load_processor(model_dir, code, task)
+    if "tokenizer.json" in missing:
+        processor.tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    if "preprocessor_config.json" in missing:
+        processor.feature_extractor.to_json_file(str(out / "preprocessor_config.json"))
+
+
+def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
+               quantization: str = "int8", clips: str | Path | Sequence[Clip] | None = None, margin: float = 1.0,
+               overwrite: bool = False, max_new_tokens: int = 255) -> ExportResult:
+    """Export `model` (or `adapter` merged into its base) to a faster-whisper directory, checked for parity."""
+    from ctranslate2.converters import TransformersConverter
+
+    if quantization not in CT2_QUANTIZATIONS:
+        raise UserError(f"quantization: got {quantization!r}, expected one of {', '.join(CT2_QUANTIZATIONS)}")
+    if margin < 0:
+        raise UserError(f"margin must be >= 0 WER points, got {margin}")
+    if adapter is None and model is None:
+        raise UserError("nothing to export: give an adapter or a model")
+    start = time.perf_counter()
+    given = None if clips is None else read_clips(clips) if isinstance(clips, (str, Path)) else list(clips)
+    if given is not None and not given:
+        raise UserError("no clips for the parity check")
+    out = prepare_out_dir(out_dir, overwrite)
+    with tempfile.TemporaryDirectory(prefix="whispertune-merge-") as tmp:
+        if adapter is not None:
+            source = str(merge(adapter, Path(tmp) / "merged", model=model))
+        else:
+            source = resolve_model_name(str(model))
+        meta_path = Path(source, ADAPTER_META)
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        code, task = language_code(meta.get("language")), meta.get("task") or "transcribe"
+        if given is None:
+            given, spoken = default_clips(code)
+            code = code or spoken  # a model without a language is checked in the language of the clips
+        code = code or "en"
+
+        local = Path(source).is_dir()
+        copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if local and Path(source, f).is_file()]
+        print(f"converting {source} to CTranslate2 ({quantization}) ...")
+        try:
+            TransformersConverter(source, copy_files=copy).convert(str(out), quantization=quantization, force=True)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"CTranslate2 cannot convert {source}: {exc}") from None
+        _write_missing_files(out, source, code, task)
+        report = check_parity(out, source, given, language=code, task=task, margin=margin,
+                              max_new_tokens=max_new_tokens)
+    info = {"kind": "ct2", "quantization": quantization, "source": str(model or source),
+            "base_model": meta.get("base_model", model), "adapter": str(adapter) if adapter else None,
+            **language_fields(code), "task": task, "run_dir": meta.get("run_dir"),
+            "parity": {k: v for k, v in asdict(report).items() if k != "rows"} | {"passed": report.passed}}
+    (out / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "parity.json").write_text(json.dumps(asdict(report) | {"passed": report.passed}, indent=2,
+                                                ensure_ascii=False), encoding="utf-8")
+    enforce_parity(report)
+    return ExportResult(out_dir=out, quantization=quantization, parity=report, seconds=time.perf_counter() - start)

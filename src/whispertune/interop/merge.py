@@ -1,0 +1,86 @@
+"""Merge a LoRA adapter into its base and write a plain transformers checkpoint.
+
+`merge` re-loads the base UNQUANTIZED (merging into int8/nf4 weights would round the update away),
+applies the adapter and folds it in (`merge_and_unload`). The output directory gets a
+`whispertune.json` (what it is, base, language, task) that `hub.push` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..config import ModelConfig, QuantizationConfig
+from ..errors import UserError
+from ..inference.generation import ADAPTER_META, adapter_metadata, base_of_adapter, language_code
+
+DTYPES = ("float32", "float16")
+
+
+def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise UserError(f"{out}: already exists and is not empty; choose another --out or pass --force")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    return out
+
+
+def language_fields(code: str | None) -> dict[str, str | None]:
+    from ..languages import resolve_language  # lazy: `whispertune --help` imports this module
+
+    resolved = resolve_language(code) if code else None
+    return {"language": resolved[1] if resolved else None, "language_name": resolved[0] if resolved else None}
+
+
+def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32", model: str | None = None,
+          overwrite: bool = False) -> Path:
+    """Merge the LoRA adapter in `adapter_dir` into its (unquantized) base; write a transformers checkpoint.
+
+    `out_dir` receives model.safetensors, config + generation config (language/task set), processor
+    files, preprocessor_config.json and whispertune.json. `model` overrides the adapter's base.
+    """
+    from peft import PeftModel
+
+    from ..model.loading import load_base, load_processor  # lazy: `whispertune --help` imports this module
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
+    adapter = str(adapter_dir)
+    adapter_cfg, meta = adapter_metadata(adapter)
+    base_name = model or base_of_adapter(adapter_cfg, meta, adapter)
+    code, task = language_code(meta.get("language")), meta.get("task") or "transcribe"
+    out = prepare_out_dir(out_dir, overwrite)
+
+    base = load_base(ModelConfig(name_or_path=base_name, language=code, task=task), QuantizationConfig(mode="none"),
+                     for_training=False, device="cpu")
+    try:
+        peft_model = PeftModel.from_pretrained(base, adapter, is_trainable=False)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot load adapter {adapter!r} on {base_name!r}: {exc}") from None
+    merged = peft_model.merge_and_unload()
+    if dtype == "float16":
+        merged = merged.half()
+    has_processor = Path(adapter, "tokenizer.json").is_file() or Path(adapter, "processor_config.json").is_file()
+    processor = load_processor(adapter if has_processor else base_name, code, task)
+
+    # write next to the destination, then rename: an interrupted merge leaves no half checkpoint
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)  # safetensors; the generation config goes with it
+        processor.save_pretrained(tmp)
+        processor.feature_extractor.save_pretrained(tmp)  # preprocessor_config.json, read by faster-whisper
+        run_dir = Path(adapter).resolve().parent if Path(adapter).is_dir() else None
+        info = {"kind": "merged", "base_model": base_name, "adapter": adapter, **language_fields(code), "task": task,
+                "dtype": dtype, "adapter_quantization": meta.get("quantization"), "lora": meta.get("lora"),
+                "run_dir": str(run_dir) if run_dir and (run_dir / "config.yaml").is_file() else meta.get("run_dir")}
+        (tmp / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # the empty directory prepare_out_dir allowed
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,106 @@
+"""Load a Whisper base (full precision, int8 or nf4) and its processor.
+
+Any `AutoModelForSpeechSeq2Seq` checkpoint works (Hub id or local directory); `embedded:` names are
+resolved to their local directory first. `trust_remote_code` is never set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig, QuantizationConfig
+from ..errors import HardwareError, UserError
+from ..languages import resolve_language
+from ..pretrained.embedded import resolve_model_name
+from .bnb import bnb_config, check_device_map, check_quantization
+from .device import resolve_compute_dtype, resolve_device
+
+
+def resolve_name(name: str) -> str:
+    """Map `embedded:...` names to their local directory (other names unchanged)."""
+    resolved = resolve_model_name(name)
+    # a path-looking name that does not exist would otherwise reach the Hub as a malformed repo id
+    if resolved.startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().exists():
+        raise UserError(f"model {name!r}: no such directory; use a local model directory, "
+                        "a Hub id (e.g. openai/whisper-small) or embedded:whisper-base / embedded:tiny.en")
+    return resolved
+
+
+def _language_code(language: str | None) -> str | None:
+    if language is None:
+        return None
+    resolved = resolve_language(language)
+    return resolved[1] if resolved else None
+
+
+def load_processor(model_path: str, language: str | None, task: str, *, revision: str | None = None,
+                   token: str | None = None):
+    """The model's processor with the tokenizer's prefix set to `language` (name or code) and `task`."""
+    from transformers import AutoProcessor
+
+    path = resolve_name(model_path)
+    try:
+        processor = AutoProcessor.from_pretrained(path, revision=revision, token=token, trust_remote_code=False)
+    except OSError as exc:
+        raise UserError(f"cannot load the processor of {model_path!r}: {exc}") from None
+    code = _language_code(language)
+    if code is not None:
+        processor.tokenizer.set_prefix_tokens(language=code, task=task)
+    else:
+        processor.tokenizer.set_prefix_tokens(task=task)
+    return processor
+
+
+def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_training: bool,
+              device: str | None = None, dtype: torch.dtype | None = None):
+    """Load the base model (by Hub id or local dir) in full precision, int8 or nf4.
+
+    `dtype` (mode none): the dtype of the weights; default fp32 on CPU, else the compute dtype. Training
+    passes its precision's dtype: with LoRA the base is frozen, so it needs no fp32 master copy (that copy
+    cost 5.8 GiB on large-v2, plus a bf16 copy of every weight made by autocast on each forward).
+    Training: `use_cache` off, no forced decoder ids / suppressed tokens; language and task stay on
+    the generation config for evaluation by generation.
+    """
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    device = resolve_device(device)
+    check_quantization(quant_cfg.mode, device)
+    check_device_map(quant_cfg)
+    compute = resolve_compute_dtype(quant_cfg.compute_dtype, device)
+    kwargs: dict[str, Any] = {
+        "revision": model_cfg.revision,
+        "token": model_cfg.token,
+        "attn_implementation": model_cfg.attn_implementation,
+        "trust_remote_code": False,
+        "use_safetensors": True,
+    }
+    if quant_cfg.mode == "none":
+        kwargs["dtype"] = dtype or (torch.float32 if device == "cpu" else compute)
+    else:
+        kwargs["quantization_config"] = bnb_config(quant_cfg, device)
+        # int8 layers take fp16 inputs; non-quantized weights in the compute dtype (fp32 on CPU)
+        kwargs["dtype"] = compute if quant_cfg.mode == "nf4" or device == "cpu" else torch.float16
+        kwargs["device_map"] = {"": "cpu"} if device == "cpu" else quant_cfg.device_map
+    name = resolve_name(model_cfg.name_or_path)
+    try:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise UserError(f"cannot load model {model_cfg.name_or_path!r}: {exc}") from None
+    except ImportError as exc:  # flash_attention_2 or bitsandbytes backend missing
+        raise HardwareError(f"cannot load {model_cfg.name_or_path!r} with this setup: {exc}") from None
+    if quant_cfg.mode == "none":
+        model.to(device)
+    gen = model.generation_config
+    code = _language_code(model_cfg.language)
+    if code is not None and getattr(gen, "lang_to_id", None):
+        gen.language = code
+    gen.task = model_cfg.task if getattr(gen, "task_to_id", None) else None
+    if for_training:
+        model.config.use_cache = False
+        gen.forced_decoder_ids = None
+        gen.suppress_tokens = []
+        gen.begin_suppress_tokens = None
+    return model

@@ -1,0 +1,67 @@
+"""Trainer callbacks of `train()`: the flushed JSON-lines log, TensorBoard, and the stage clock."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..config import Config
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every log entry to `train_log.jsonl` and flush at once, so a killed run keeps them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+                fh.flush()
+
+
+class StageClock(TrainerCallback):
+    """Wall-clock seconds of the stages of one `train()`: model loading, data preparation, training steps
+    and evaluation (each evaluation runs between an epoch's end, or a step's, and `on_evaluate`)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {"load_model": 0.0, "prepare_data": 0.0, "train_steps": 0.0, "evaluate": 0.0}
+        self._mark = time.perf_counter()
+        self._train_start: float | None = None
+        self._eval_start: float | None = None
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._mark
+        self._mark = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._eval_start = time.perf_counter()  # an evaluation, if one follows, starts here
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._eval_start = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._eval_start is not None:
+            self.seconds["evaluate"] += time.perf_counter() - self._eval_start
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._train_start is not None:
+            self.seconds["train_steps"] = time.perf_counter() - self._train_start - self.seconds["evaluate"]
+
+
+def callbacks(cfg: Config, run_dir: Path, log_path: Path) -> list[TrainerCallback]:
+    found: list[TrainerCallback] = [JsonlLogCallback(log_path)]
+    if "tensorboard" in cfg.train.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        found.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "logs"))))
+    return found

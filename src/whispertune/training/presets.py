@@ -1,0 +1,105 @@
+"""Speed presets: named sets of precision / quantization / checkpointing / attention / compile choices.
+
+`apply_preset(cfg, name)` sets the config fields a preset decides (the trainer then loads the model as
+usual); `preset_surgery.prepare_model(model, name)` makes the model-level changes that have no config
+field (which layers are checkpointed, regional torch.compile, frozen encoder). Measured effects are in
+`benchmarks/NOTES.md`; the presets below are the ones that won there.
+
+Presets:
+- `recipe`: the reference recipe (int8 weights, peft k-bit preparation: fp32 norms, reentrant
+  checkpointing of every layer, fp16 autocast + GradScaler).
+- `plain`: bf16 weights and compute, SDPA, no checkpointing: the plain bf16 LoRA baseline.
+- `fast`: `plain` + every encoder/decoder layer compiled on its own (regional compile: one compile
+  for 32 identical layers), larger batch.
+- `lean`: bf16 weights, non-reentrant checkpointing of every layer, regional compile, batch 12:
+  fits the recipe's memory (<= 5.45 GiB on large-v2) at 4.3-4.7x its speed.
+- `fast-fp8`: `fast` with the frozen base weights of every encoder/decoder layer in float8 and their
+  matmuls on FP8 tensor cores (`model/fp8.py`; Ada/Hopper GPUs). LoRA, norms and attention stay bf16.
+- `fast-frozen-encoder`: `fast` with LoRA on the decoder only and the encoder run without autograd.
+  It CHANGES the trainable set (no encoder adapters): a separate choice, not a drop-in for `recipe`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import Config
+from ..errors import ConfigError
+from ..model.fp8 import check_fp8_device
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    quantization: Literal["none", "int8", "nf4"]
+    precision: Literal["bf16", "fp16", "fp32"]
+    prepare_kbit: bool  # peft's prepare_model_for_kbit_training (fp32 norms, input-grad hook)
+    checkpointing: Literal["none", "all", "encoder", "alternate"]  # which layers recompute in backward
+    reentrant: bool  # torch.utils.checkpoint flavour (peft's preparation defaults to reentrant)
+    compile_layers: bool  # torch.compile each encoder/decoder layer
+    freeze_encoder: bool  # LoRA on the decoder only; encoder forward without autograd
+    batch_size: int
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    compile_mode: str = "default"  # torch.compile mode for the layers
+    fp8_weights: bool = False  # frozen layer weights stored and multiplied in float8 (model/fp8.py)
+
+
+PRESETS: dict[str, SpeedPreset] = {
+    "recipe": SpeedPreset("int8", "fp16", True, "all", True, False, False, 8),
+    "plain": SpeedPreset("none", "bf16", False, "none", False, False, False, 8),
+    # batch 32: 67 GiB on large-v2, fits an 80 GB H100 (batch 48 gains ~4 % more but needs 98 GiB)
+    "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
+    # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
+    "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
+    "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
+    "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
+}
+
+
+def get_preset(name: str) -> SpeedPreset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown speed preset {name!r}; accepted: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def apply_preset(cfg: Config, name: str) -> Config:
+    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept.
+
+    The batch is the preset's unless `train.speed_batch_size` names another (the presets' batches fit an
+    80 GB GPU; a larger GPU can take more, see docs/speed.md).
+    """
+    preset = get_preset(name)
+    out = copy.deepcopy(cfg)
+    out.quantization.mode = preset.quantization
+    if preset.quantization == "nf4":
+        out.quantization.compute_dtype = "bf16"
+    out.train.precision = preset.precision
+    out.train.prepare_kbit = preset.prepare_kbit
+    out.train.gradient_checkpointing = preset.checkpointing != "none"
+    out.train.freeze_encoder = preset.freeze_encoder
+    out.train.per_device_batch_size = cfg.train.speed_batch_size or preset.batch_size
+    out.model.attn_implementation = preset.attn_implementation
+    out.train.speed_preset = name
+    return out
+
+
+def resolve_preset(cfg: Config, device: str) -> str | None:
+    """The preset `train()` applies for `cfg.train.speed_preset` on `device`, or None (config as written).
+
+    Presets are GPU measurements: on a CPU nothing is applied. `auto` on CUDA is `lean` (the recipe's
+    memory at 4.3-4.7x its speed), except with `train.freeze_encoder`, whose cached-encoder path has its own
+    trainable set; an explicit preset that trains the encoder cannot run with cached encoder outputs.
+    """
+    name = cfg.train.speed_preset
+    if not device.startswith("cuda"):
+        return None
+    if name == "auto":
+        return None if cfg.train.freeze_encoder else "lean"
+    if cfg.train.cache_encoder_outputs and not get_preset(name).freeze_encoder:
+        raise ConfigError(f"train.speed_preset={name} trains the encoder, but train.cache_encoder_outputs is on; "
+                          "use speed_preset auto or fast-frozen-encoder")
+    if get_preset(name).fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
+        check_fp8_device(device)
+    return name

@@ -1,0 +1,332 @@
+"""Training stage: LoRA fine-tuning of a (quantized) Whisper base with Seq2SeqTrainer.
+
+A run directory (`train.output_dir`) receives `config.yaml`, `data_report.json`, atomic adapter-only
+`checkpoints/checkpoint-N/`, the final `adapter/` (+ processor files + `whispertune.json`),
+`metrics.json`, `train_log.jsonl` (every log line, flushed as it happens), TensorBoard `logs/` and
+`loss.png`. `train(cfg, resume=True)` continues from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
+
+from .. import __version__
+from ..config import Config
+from ..data.collate import SpeechCollator, training_view
+from ..data.features import default_cache_dir, prepare_split
+from ..data.report import DataReport
+from ..data.sources import load_examples
+from ..errors import HardwareError, UserError
+from ..inference.evaluate import resolve_batch_size
+from ..inference.metrics import error_rates
+from ..languages import resolve_language
+from ..model.device import resolve_compute_dtype, resolve_device
+from ..model.loading import load_base, load_processor
+from ..model.lora import add_lora, prepare_for_training
+from ..pretrained.embedded import resolve_model_name
+from .callbacks import StageClock, callbacks
+from .checkpoints import (
+    STAGING,
+    AtomicCheckpointTrainer,
+    check_lora_matches,
+    checkpoint_step,
+    finished_at,
+    resolve_resume,
+)
+from .encoder_cache import CrossKVCollator, cached_dataset
+from .plots import plot_loss
+from .preset_surgery import prepare_model
+from .presets import apply_preset, get_preset, resolve_preset
+from .run_dir import RunIdentity, RunLock, claim, data_fingerprint, write_dir_atomically, write_file_atomically
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    global_step: int
+    final_train_loss: float | None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall clock by stage (see StageClock)
+
+
+GENERATION_MARGIN = 4  # tokens beyond the longest eval label that evaluation by generation may produce
+
+
+def dataloader_workers(requested: int, device: str) -> int:
+    """`-1` (auto): 4 worker processes on a GPU, so that reading and collating the next batches overlaps
+    the step; none on a CPU, where the step itself needs both cores."""
+    if requested >= 0:
+        return requested
+    return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: bf16 where CUDA supports it, else fp16 (loss scaling) on CUDA, fp32 on CPU."""
+    cuda = device.startswith("cuda")
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise HardwareError("train.precision=fp16 needs a CUDA GPU (loss-scaled fp16 autocast); on CPU use fp32 or bf16")
+    if precision == "bf16" and cuda and not bf16_ok:
+        raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
+    return precision
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """On resume, drop log lines from steps after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except ValueError:  # a line torn by a kill mid-write
+            continue
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _language(cfg: Config) -> tuple[str | None, str | None]:
+    resolved = resolve_language(cfg.model.language)
+    return resolved if resolved else (None, None)
+
+
+def prepare_data(cfg: Config, processor, run_dir: Path, max_label_length: int):
+    """(train_dataset, eval_dataset | None); writes `data_report.json`."""
+    report = DataReport()
+    name, code = _language(cfg)
+    common = dict(language=code, task=cfg.model.task, max_label_length=max_label_length, report=report,
+                  cache_dir=cfg.data.cache_dir)
+    train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
+                             split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
+    eval_ds = None
+    if cfg.data.eval_split and cfg.train.eval_strategy != "no":
+        eval_ds = prepare_split(load_examples(cfg.data, cfg.data.eval_split, report), processor, cfg.data,
+                                split=cfg.data.eval_split, max_samples=cfg.data.max_eval_samples, **common)
+    report.write(run_dir / "data_report.json")
+    print(report.summary_line())
+    if len(train_ds) == 0:
+        raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
+    return train_ds, eval_ds
+
+
+def make_compute_metrics(processor, language: str | None):
+    """WER/CER of generated ids against labels (-100 mapped back to padding)."""
+    tok = processor.tokenizer
+
+    def compute(pred) -> dict[str, float]:
+        preds = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        preds = np.where(preds < 0, tok.pad_token_id, preds)
+        labels = np.where(pred.label_ids == -100, tok.pad_token_id, pred.label_ids)
+        hyps = tok.batch_decode(preds, skip_special_tokens=True)
+        refs = tok.batch_decode(labels, skip_special_tokens=True)
+        return error_rates(refs, hyps, language)
+
+    return compute
+
+
+def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool,
+                       generation_max_length: int | None = None):
+    t = cfg.train
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    workers = dataloader_workers(t.dataloader_num_workers, device)
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=resolve_batch_size(cfg.eval.batch_size, device),
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        # checkpointing is switched on by model.lora.prepare_for_training (reentrant on int8 bases only)
+        gradient_checkpointing=False,
+        predict_with_generate=t.predict_with_generate and has_eval,
+        generation_max_length=generation_max_length or cfg.generation.train_generation_max_length,
+        generation_num_beams=cfg.generation.num_beams,
+        seed=t.seed,
+        data_seed=t.seed,
+        remove_unused_columns=t.remove_unused_columns,
+        label_names=t.label_names,
+        # tensorboard is added by `callbacks()` so that its logs land in <run>/logs
+        report_to=[r for r in t.report_to if r != "tensorboard"],
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=device.startswith("cuda"),
+        # the non-finite guard handles NaN/inf losses (AtomicCheckpointTrainer.training_step) without the
+        # trainer's filter, which read every micro-batch's loss on the host
+        logging_nan_inf_filter=False,
+        push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
+    )
+
+
+def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:
+    """Final adapter + processor files + whispertune.json (loads with PeftModel.from_pretrained)."""
+    model.save_pretrained(adapter_dir)
+    processor.save_pretrained(adapter_dir)
+    name, code = _language(cfg)
+    meta = {
+        "base_model": cfg.model.name_or_path,
+        "revision": cfg.model.revision,
+        "language": code,
+        "language_name": name,
+        "task": cfg.model.task,
+        "quantization": cfg.quantization.mode,
+        "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules,
+                 "freeze_encoder": cfg.train.freeze_encoder},
+        "whispertune_version": __version__,
+    }
+    (adapter_dir / "whispertune.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
+    """Frozen encoder: encode each clip once; the collator then passes `encoder_outputs`."""
+    device = next(model.parameters()).device
+    batch = 1 if device.type == "cpu" else resolve_batch_size(cfg.eval.batch_size, str(device))
+    common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
+                  cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
+                  batch_size=batch, cross_kv=cfg.train.cache_cross_attention)
+    train_ds = cached_dataset(model, train_ds, desc="encoding train", **common)
+    if eval_ds is not None:
+        eval_ds = cached_dataset(model, eval_ds, desc="encoding eval", **common)
+    return train_ds, eval_ds
+
+
+def _generation_order(eval_ds, limit: int):
+    """(eval set longest clip first, generation max length) for evaluation by generation.
+
+    Longest first: the utterances of one generated batch then end at similar lengths. The max length is
+    the longest label (prefix and end token included) plus GENERATION_MARGIN, capped at `limit`: a model
+    that has learned anything stops at its end token well before, and one that loops stops there instead
+    of at `limit`, which decoding every clip to would cost most of an evaluation.
+    """
+    longest = max(len(labels) for labels in eval_ds["labels"])
+    if "duration" in eval_ds.column_names:
+        eval_ds = eval_ds.sort("duration", reverse=True)
+    return eval_ds, min(limit, longest + GENERATION_MARGIN)
+
+
+def train(cfg: Config, *, resume: bool | str | None = None, overwrite: bool = False,
+          extra_callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Fine-tune LoRA adapters on the configured base and data; see the module docstring for outputs.
+
+    `resume`: True = newest loadable checkpoint of this run, a path = that checkpoint. A run directory that
+    holds another run is refused unless `overwrite` (whispertune.training.run_dir); one process at a time uses it.
+    `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
+    """
+    run_dir = Path(cfg.train.output_dir).expanduser()
+    with RunLock(run_dir):
+        claim(run_dir, RunIdentity.of(cfg, data_fingerprint(cfg.data)), resuming=resume not in (None, False),
+              overwrite=overwrite)
+        resume_from = resolve_resume(run_dir / "checkpoints", resume)  # before any loading
+        if resume_from:
+            check_lora_matches(resume_from, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules)
+            done = finished_at(resume_from, cfg.train.max_steps, cfg.train.num_epochs)
+            if done is not None and (run_dir / "adapter").is_dir():
+                print(f"{run_dir}: this run already finished at step {done} (adapter/ written); nothing to do")
+                return _finished_result(run_dir, done)
+        return _train(cfg, run_dir, resume_from, extra_callbacks)
+
+
+def _finished_result(run_dir: Path, step: int) -> TrainResult:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if (run_dir / "metrics.json").is_file() else {}
+    log = run_dir / "train_log.jsonl"
+    history = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
+    return TrainResult(run_dir=run_dir, adapter_dir=run_dir / "adapter", global_step=step,
+                       final_train_loss=metrics.get("final_train_loss"), log_history=history,
+                       eval_metrics=metrics.get("eval", {}))
+
+
+def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks) -> TrainResult:
+    ckpt_root = run_dir / "checkpoints"
+    device = resolve_device(None)
+    preset = resolve_preset(cfg, device)
+    if preset is not None:
+        cfg = apply_preset(cfg, preset)
+        print(f"speed preset {preset}: {get_preset(preset)}")
+    precision = resolve_precision(cfg.train.precision, device)
+    compiled = preset is not None and get_preset(preset).compile_layers
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    log_path = run_dir / "train_log.jsonl"
+    if resume_from:
+        _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
+    else:
+        log_path.unlink(missing_ok=True)
+
+    clock = StageClock()
+    # seeded before the adapters are created: LoRA's A matrices are initialised randomly
+    set_seed(cfg.train.seed)
+    processor = load_processor(cfg.model.name_or_path, cfg.model.language, cfg.model.task,
+                               revision=cfg.model.revision, token=cfg.model.token)
+    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device,
+                      dtype=resolve_compute_dtype(precision, device))
+    clock.lap("load_model")
+    train_ds, eval_ds = prepare_data(cfg, processor, run_dir, model.config.max_target_positions)
+    clock.lap("prepare_data")
+    prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                         prepare_kbit=cfg.train.prepare_kbit)
+    model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
+    if preset is not None and preset != "recipe":  # the recipe is peft's k-bit preparation, done above
+        model = prepare_model(model, preset)
+    if cfg.train.cache_encoder_outputs:
+        train_ds, eval_ds = _with_cached_encoder(cfg, model, train_ds, eval_ds)
+
+    # label lengths rounded up to a multiple of 8: fewer distinct shapes for the compiled decoder layers
+    collator = SpeechCollator(processor, model.config.decoder_start_token_id, pad_to_multiple_of=8 if compiled else None)
+    if cfg.train.cache_cross_attention:
+        collator = CrossKVCollator(collator)
+    gen_length = None
+    if eval_ds is not None and cfg.train.predict_with_generate and not cfg.train.cache_encoder_outputs:
+        eval_ds, gen_length = _generation_order(eval_ds, cfg.generation.train_generation_max_length)
+    args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None,
+                              generation_max_length=gen_length)
+    trainer = AtomicCheckpointTrainer(
+        model=model,
+        args=args,
+        train_dataset=training_view(train_ds),
+        eval_dataset=training_view(eval_ds) if eval_ds is not None else None,
+        data_collator=collator,
+        processing_class=processor.feature_extractor,
+        compute_metrics=make_compute_metrics(processor, _language(cfg)[1]) if args.predict_with_generate else None,
+        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
+        max_nonfinite_steps=cfg.train.max_nonfinite_steps,
+    )
+    output = trainer.train(resume_from_checkpoint=resume_from)
+
+    adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, cfg))
+    history = trainer.state.log_history
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
+               "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device,
+               "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
+    write_file_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+
+    plot_loss(history, run_dir / "loss.png")
+    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
+                       final_train_loss=metrics["final_train_loss"], log_history=history, eval_metrics=eval_metrics,
+                       seconds=dict(clock.seconds))

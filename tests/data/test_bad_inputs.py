@@ -1,0 +1,99 @@
+"""Issue 8 item 1: a corpus of bad inputs; each is skipped with the right reason in data_report.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from transformers import WhisperProcessor
+
+from whispertune.config import DataConfig
+from whispertune.data.features import prepare_split, write_report
+from whispertune.data.report import DataReport
+from whispertune.data.sources import load_examples
+from whispertune.errors import UserError
+
+
+def tone(seconds: float, sr: int = 16000, freq: float = 440.0) -> np.ndarray:
+    return (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+
+
+def build_corpus(root: Path) -> tuple[Path, dict[str, str]]:
+    """Audio files plus a manifest; returns the manifest and {file name: expected skip reason or "kept"}."""
+    root.mkdir()
+    sf.write(root / "good.wav", tone(1.0), 16000)
+    sf.write(root / "rate8k.wav", tone(1.0, 8000), 8000)
+    sf.write(root / "stereo48k.wav", np.stack([tone(1.0, 48000), tone(1.0, 48000, 880)], axis=1), 48000)
+    sf.write(root / "deep24.wav", tone(1.0), 16000, subtype="PCM_24")
+    sf.write(root / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(root / "short.wav", tone(0.05), 16000)
+    sf.write(root / "long.wav", tone(31.0), 16000)
+    for name, bad in (("nan.wav", np.nan), ("inf.wav", np.inf)):
+        samples = tone(1.0)
+        samples[500:510] = bad
+        sf.write(root / name, samples, 16000, subtype="FLOAT")
+    (root / "truncated.wav").write_bytes((root / "good.wav").read_bytes()[:30])  # cut inside the header
+    (root / "zero.wav").write_bytes(b"")
+    (root / "text.wav").write_bytes(b"not audio, just text pretending to be a wav\n" * 20)
+    (root / "clip.xyz").write_bytes(b"\x13\x37 unknown container" * 30)
+    for name in ("empty_text.wav", "punct.wav", "toolong_text.wav", "dup.wav"):
+        sf.write(root / name, tone(1.0), 16000)
+
+    expected = {
+        "good.wav": "kept", "rate8k.wav": "kept", "stereo48k.wav": "kept", "deep24.wav": "kept",
+        "dup.wav": "kept", "silent.wav": "silent", "short.wav": "too_short", "long.wav": "too_long",
+        "nan.wav": "non_finite", "inf.wav": "non_finite", "truncated.wav": "undecodable",
+        "zero.wav": "empty_file", "text.wav": "undecodable", "clip.xyz": "unsupported_format",
+        "missing.wav": "missing_file",
+    }
+    texts = {"empty_text.wav": "", "punct.wav": " ?!. ।, ", "toolong_text.wav": "खूप लांब वाक्य " * 40}
+    expected.update({"empty_text.wav": "empty_text", "punct.wav": "no_words", "toolong_text.wav": "labels_too_long"})
+    lines = [json.dumps({"audio_filepath": name, "text": texts.get(name, "एक वाक्य"), "duration": 1.0}, ensure_ascii=False)
+             .encode() for name in expected]
+    lines.append(json.dumps({"audio_filepath": "dup.wav", "text": "again"}).encode())  # same id as dup.wav
+    lines.append(b'{"audio_filepath": "good.wav", "text": "\xff\xfe broken"}')  # invalid UTF-8
+    lines.append(b"{this line is not json")
+    manifest = root / "train.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    return manifest, expected
+
+
+def test_every_bad_input_is_skipped_with_its_reason(tiny_whisper_dir, tmp_path, capsys):
+    processor = WhisperProcessor.from_pretrained(tiny_whisper_dir)
+    manifest, expected = build_corpus(tmp_path / "corpus")
+    data = DataConfig(source="manifest", path=str(manifest), cache_dir=str(tmp_path / "cache"))
+    report = DataReport()
+    ds = prepare_split(load_examples(data, "train", report), processor, data, language="mr", task="transcribe",
+                       max_label_length=64, report=report, split="train")
+    path = write_report(report, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("data: train: 5 kept, 16 skipped (")
+
+    assert sorted(Path(i).name for i in ds["id"]) == sorted(n for n, r in expected.items() if r == "kept")
+
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    skipped = saved["skipped_examples"]
+    reasons = {Path(e["file"]).name: e["reason"] for e in skipped if e["file"] and e["reason"] != "duplicate_id"
+               and not e["id"].startswith("train.jsonl:")}
+    assert reasons == {n: r for n, r in expected.items() if r != "kept"}
+    by_reason = {e["reason"]: e for e in skipped}
+    assert by_reason["invalid_utf8"]["id"] == f"train.jsonl:{len(expected) + 2}"
+    assert by_reason["bad_manifest_line"]["id"] == f"train.jsonl:{len(expected) + 3}"
+    assert Path(by_reason["duplicate_id"]["id"]).name == "dup.wav"
+    assert saved["splits"]["train"] == {
+        "seen": len(expected) + 3, "kept": 5, "skipped_total": 16, "unused": 0,
+        "skipped": saved["splits"]["train"]["skipped"],
+    }
+    assert saved["splits"]["train"]["skipped"]["non_finite"] == 2
+    assert all(e["detail"] for e in skipped)  # every skip says why
+
+
+def test_wholly_unusable_dataset_names_the_file(tmp_path):
+    (tmp_path / "zero.wav").write_bytes(b"")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b'{"audio_filepath": "missing.wav", "text": "a"}\nnot json\n')
+    with pytest.raises(UserError, match=r"m\.jsonl: no usable examples in split 'train' \(main problem: "):
+        load_examples(DataConfig(source="manifest", path=str(manifest)), "train")

@@ -1,0 +1,128 @@
+"""Code shared by the tests (fixtures live in the conftest.py files): tiny random Whisper models, the
+training overrides of the end-to-end runs, and the tiny LoRA model the preset tests train."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+from whispertune.config import Config
+from whispertune.pretrained.ct2_processor import build_generation_config, build_processor
+from whispertune.training import preset_surgery, presets
+
+
+def embedded_data_dir(package: str, sub: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
+def make_tiny_whisper(out_dir: Path, tokenizer_dir: Path, *, d_model: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Save a tiny random multilingual Whisper (real tokenizer, 80 mel bins) with its processor to `out_dir`."""
+    processor = build_processor(tokenizer_dir)
+    tok = processor.tokenizer
+    config = WhisperConfig(
+        vocab_size=len(tok),
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=tok.convert_tokens_to_ids("<|startoftranscript|>"),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        # suppressions belong to the generation config only
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = build_generation_config(tokenizer_dir, tok, config)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def stage_config(model_dir, mode: str = "none") -> Config:
+    """Defaults with `model_dir` as the (Marathi) base in quantization `mode`."""
+    cfg = Config()
+    cfg.model.name_or_path = str(model_dir)
+    cfg.model.language = "Marathi"
+    cfg.quantization.mode = mode
+    return cfg
+
+
+def features_and_labels(seed: int = 0):
+    """Two random 30 s log-Mel inputs and six label ids each, for the tiny models' real vocabulary."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 80, 3000, generator=gen), torch.randint(100, 1000, (2, 6), generator=gen)
+
+
+def train_overrides(model_dir: Path, data_dir: Path, out: Path, mode: str, steps: int) -> list[str]:
+    """Config overrides of the end-to-end training tests (the speech_folder data, tiny batches)."""
+    return [
+        f"model.name_or_path={model_dir}", "model.language=en", f"quantization.mode={mode}",
+        f"data.path={data_dir}", f"data.cache_dir={out.parent / 'features'}",
+        f"train.output_dir={out}", f"train.max_steps={steps}", "train.per_device_batch_size=3",
+        "train.learning_rate=0.01", "train.warmup_steps=0", "train.logging_steps=1",
+        "train.save_strategy=steps", f"train.save_steps={max(steps // 2, 1)}",
+        "train.gradient_checkpointing=false",
+        "lora.target_modules=q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+    ]
+
+
+DECODER_ONLY = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)"
+
+
+def tiny_lora_model(freeze_encoder: bool = False) -> torch.nn.Module:
+    config = WhisperConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                           max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
+                           pad_token_id=0, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    targets = DECODER_ONLY if freeze_encoder else ["q_proj", "v_proj"]
+    torch.manual_seed(1)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    return torch.randn(2, 80, 3000, generator=gen), torch.randint(2, 120, (2, 6), generator=gen)
+
+
+def train_losses(model: torch.nn.Module, steps: int) -> list[float]:
+    feats, labels = batch()
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(steps):
+        loss = model(input_features=feats, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def prepared(name: str, **changes) -> torch.nn.Module:
+    """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
+    preset = dataclasses.replace(presets.PRESETS[name], **changes)
+    model = tiny_lora_model(preset.freeze_encoder)
+    presets.PRESETS["_test"] = preset
+    try:
+        return preset_surgery.prepare_model(model, "_test")
+    finally:
+        del presets.PRESETS["_test"]

@@ -1,0 +1,66 @@
+"""The benchmark scripts (benchmarks/): a smoke run of each on the tiny architecture, and the batched
+log-Mel features they use checked against transformers' feature extractor."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from transformers import WhisperFeatureExtractor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def common():
+    """benchmarks/common.py, loaded from its file (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmarks_common", REPO / "benchmarks" / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.synth
+def test_log_mel_batch_equals_feature_extractor_on_speech(common, tmp_path):
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(wav), "whispertune makes fine tuning faster"], check=True)
+    audio, sr = sf.read(wav, dtype="float32")
+    speech = soxr.resample(audio, sr, 16000).astype(np.float32)
+    clips = [speech, speech[: len(speech) // 3], np.concatenate([speech] * 12)]  # short, shorter, over 30 s
+    fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
+    expected = fe(clips, sampling_rate=16000, return_tensors="np")["input_features"]
+    got = common.log_mel_batch(clips, fe.mel_filters).numpy()
+    assert got.shape == expected.shape == (3, 80, 3000)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_benchmark_scripts_smoke(tmp_path):
+    """train/eval/preprocess benchmarks on the tiny architecture write JSON lines that render to a table."""
+    env_cmd = [sys.executable]
+    common_args = ["--results-dir", str(tmp_path), "--model-root", str(tmp_path / "models")]
+    runs = [
+        ["benchmarks/train_throughput.py", "--arch", "tiny-random", "--steps", "1", "--warmup", "1", "--label-len",
+         "4", "--spec", "preset=plain,batch=1,precision=fp32,label=plain", *common_args],
+        ["benchmarks/eval_throughput.py", "--arch", "tiny-random", "--new-tokens", "3", "--batches", "1",
+         "--warmup", "0", "--check", "2", "--spec", "loop=whispertune,batch=2", *common_args],
+        ["benchmarks/preprocess_throughput.py", "--clips", "4", "--batch", "2", "--repeats", "1",
+         "--methods", "hf,batched-cpu", "--results-dir", str(tmp_path)],
+    ]
+    for cmd in runs:
+        subprocess.run(env_cmd + cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    train = json.loads((tmp_path / "train_throughput.jsonl").read_text().splitlines()[0])
+    assert train["loss_finite"] and train["samples_per_s"] > 0 and "error" not in train
+    evaluation = json.loads((tmp_path / "eval_throughput.jsonl").read_text().splitlines()[0])
+    assert evaluation["tokens_generated"] == 3 and evaluation["check_identical_sequences"] == 2
+    pre = [json.loads(x) for x in (tmp_path / "preprocess_throughput.jsonl").read_text().splitlines()]
+    assert {p["method"] for p in pre} == {"hf", "batched-cpu"} and all(p["max_abs_diff_vs_hf"] < 1e-4 for p in pre)
+    table = subprocess.run([sys.executable, "benchmarks/render_table.py", "--results-dir", str(tmp_path)],
+                           cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "| plain | fp32 | 1 |" in table and "batched-cpu" in table

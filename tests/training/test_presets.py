@@ -1,0 +1,126 @@
+"""Speed presets on a tiny random Whisper (CPU): each prepared model trains and starts from the plain model's loss.
+
+The compiled variants take minutes on a 2-core CPU (inductor builds C++ kernels), so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import prepared, tiny_lora_model, train_losses
+from whispertune.config import Config, SpeedPresetName
+from whispertune.errors import ConfigError
+from whispertune.training import preset_surgery, presets
+
+
+def test_resolve_preset_applies_only_on_cuda():
+    cfg = Config()
+    assert presets.resolve_preset(cfg, "cpu") is None  # CPU: the config as written, even for "auto"
+    assert presets.resolve_preset(cfg, "cuda") == "lean"
+    cfg.train.speed_preset = "fast"
+    assert presets.resolve_preset(cfg, "cuda:0") == "fast"
+    assert presets.resolve_preset(cfg, "cpu") is None
+    frozen = Config()
+    frozen.train.freeze_encoder = frozen.train.cache_encoder_outputs = True
+    assert presets.resolve_preset(frozen, "cuda") is None  # auto leaves the cached-encoder path alone
+    frozen.train.speed_preset = "lean"
+    with pytest.raises(ConfigError, match="cache_encoder_outputs"):
+        presets.resolve_preset(frozen, "cuda")
+    frozen.train.speed_preset = "fast-frozen-encoder"
+    assert presets.resolve_preset(frozen, "cuda") == "fast-frozen-encoder"
+
+
+def test_presets_are_the_names_the_config_accepts():
+    assert list(presets.PRESETS) == list(typing.get_args(SpeedPresetName))
+
+
+def test_apply_preset_sets_fields_and_keeps_the_rest():
+    cfg = Config()
+    cfg.train.learning_rate = 5e-4
+    lean = presets.apply_preset(cfg, "lean")
+    assert (lean.quantization.mode, lean.train.precision, lean.train.prepare_kbit) == ("none", "bf16", False)
+    assert lean.train.gradient_checkpointing and lean.train.per_device_batch_size == 12
+    assert lean.train.learning_rate == 5e-4 and cfg.train.per_device_batch_size == 8  # copy, not changed in place
+    recipe = presets.apply_preset(cfg, "recipe")
+    assert (recipe.quantization.mode, recipe.train.precision, recipe.train.prepare_kbit) == ("int8", "fp16", True)
+    assert presets.apply_preset(cfg, "fast-frozen-encoder").train.freeze_encoder
+    cfg.train.speed_batch_size = 64  # a larger GPU: the user's batch instead of the preset's
+    assert presets.apply_preset(cfg, "fast-fp8").train.per_device_batch_size == 64
+    with pytest.raises(ConfigError, match="unknown speed preset 'turbo'"):
+        presets.apply_preset(cfg, "turbo")
+
+
+@pytest.mark.parametrize("name", ["plain", "lean", "fast"])
+def test_preset_trains_and_matches_plain_first_loss(name):
+    plain = train_losses(tiny_lora_model(), 1)[0]
+    losses = train_losses(prepared(name, precision="fp32", compile_layers=False), 6)
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(plain, rel=1e-5)  # fp32 on both sides: only summation order differs
+    assert losses[-1] < losses[0] - 0.05
+
+
+@pytest.mark.parametrize("policy,expected", [("all", 4), ("encoder", 2), ("alternate", 2), ("none", 0)])
+def test_checkpointing_policies_choose_layers(policy, expected):
+    model = prepared("lean", checkpointing=policy, compile_layers=False)
+    core = model.base_model.model.model
+    flags = [layer.gradient_checkpointing for layer in [*core.encoder.layers, *core.decoder.layers]]
+    assert sum(flags) == expected
+    if policy == "encoder":
+        assert all(layer.gradient_checkpointing for layer in core.encoder.layers)
+
+
+def test_frozen_encoder_keeps_encoder_fixed_and_trains_decoder():
+    model = prepared("fast-frozen-encoder", precision="fp32", compile_layers=False)
+    encoder = model.base_model.model.model.encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    losses = train_losses(model, 6)
+    assert losses[-1] < losses[0] - 0.05
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="decoder only"):
+        preset_surgery.prepare_model(tiny_lora_model(freeze_encoder=False), "fast-frozen-encoder")
+
+
+@pytest.mark.slow
+def test_compiled_lean_preset_matches_plain():
+    """Regional compile + checkpointing outside the compiled layers (inductor on CPU: minutes)."""
+    plain = train_losses(tiny_lora_model(), 1)[0]
+    losses = train_losses(prepared("lean", precision="fp32"), 4)
+    assert losses[0] == pytest.approx(plain, rel=1e-4)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", ["fast", "lean", "fast-fp8"])
+def test_preset_configs_are_written_as_their_preset_sets_them(name):
+    from whispertune.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    cfg = load_config(root / f"{name}-large-v2-marathi.yaml")
+    reference = load_config(root / "reference-large-v2-marathi-int8.yaml")
+    assert cfg.train.speed_preset == name
+    assert presets.apply_preset(cfg, name).to_dict() == cfg.to_dict()  # the file already says what CUDA runs
+    assert (cfg.data, cfg.lora, cfg.train.learning_rate) == (reference.data, reference.lora, reference.train.learning_rate)
+
+
+def test_compiled_layers_run_eager_in_eval_mode():
+    """Generation (eval mode) changes shapes every token: it must not go through the compiled training graph."""
+    layer = torch.nn.Linear(4, 4)
+    calls = []
+
+    def compiled(module, x):
+        calls.append(x.shape)
+        return type(module).forward(module, x)
+
+    layer.forward = preset_surgery._layer_forward(layer, compiled, checkpointed=True, reentrant=False)
+    x = torch.randn(2, 4)
+    layer.train()
+    layer(x)
+    assert calls == [(2, 4)]
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x)
+    assert calls == [(2, 4)] and torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias))
