@@ -97,3 +97,48 @@ def test_wholly_unusable_dataset_names_the_file(tmp_path):
     manifest.write_bytes(b'{"audio_filepath": "missing.wav", "text": "a"}\nnot json\n')
     with pytest.raises(UserError, match=r"m\.jsonl: no usable examples in split 'train' \(main problem: "):
         load_examples(DataConfig(source="manifest", path=str(manifest)), "train")
+
+
+def test_metadata_rows_reach_training_unchanged_or_are_counted(tmp_path):
+    """Issue 14 A: CSV fields, split values, JSON text types, control tokens, path loops through load_examples."""
+    root = tmp_path / "folder"
+    root.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "f.wav"):
+        sf.write(root / name, tone(1.0), 16000)
+    (root / "loop.wav").symlink_to(root / "loop.wav")  # ELOOP when resolved
+    (root / "metadata.csv").write_text(
+        "file_name,split,sentence\n"
+        'a.wav,train,"तो, शाळेत गेला"\n'       # quoted comma: kept whole
+        "b.wav,train,तो, शाळेत गेला\n"         # unquoted comma: skipped, not cut
+        "c.wav,Train,एक वाक्य\n"               # a split value that names no split
+        "d.wav,tran,एक वाक्य\n"
+        "e.wav,test,एक वाक्य\n"                # another split: not counted under train
+        "loop.wav,train,एक वाक्य\n"
+        "f.wav,train,एक<|endoftext|>वाक्य\n",  # kept here; features skips it (special_token)
+        encoding="utf-8")
+    report = DataReport()
+    ds = load_examples(DataConfig(source="folder", path=str(root), eval_split="test", text_column="sentence"), "train", report)
+    assert dict(zip([Path(p).name for p in ds["id"]], ds["text"])) == {
+        "a.wav": "तो, शाळेत गेला", "f.wav": "एक<|endoftext|>वाक्य"}
+    assert report.skipped("train") == {"csv_extra_fields": 1, "unknown_split": 2, "unreadable_path": 1}
+    assert report.seen("train") == 6
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({"audio_filepath": str(root / "a.wav"), "text": t}, ensure_ascii=False)
+                                  for t in ["ठीक", ["तो", "शाळेत"], {"t": 1}, 42, True]) + "\n"
+                        + '{"audio_filepath": "a.wav", "text": NaN}\n', encoding="utf-8")
+    report = DataReport()
+    ds = load_examples(DataConfig(source="manifest", path=str(manifest)), "train", report)
+    assert ds["text"] == ["ठीक"]
+    assert report.skipped("train") == {"bad_text_type": 4, "bad_manifest_line": 1}
+
+    from whispertune.data.features import text_problem
+    assert text_problem("एक<|endoftext|>वाक्य") == "special_token" and text_problem("a <b> c") is None
+
+
+def test_too_long_max_duration_is_refused(tmp_path):
+    from whispertune.config import load_config
+    from whispertune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.max_duration_s: got 60.0, expected a number in \(0, 30\]"):
+        load_config(None, ["data.max_duration_s=60"])

@@ -43,6 +43,7 @@ from .checkpoints import (
     resolve_resume,
 )
 from .encoder_cache import CrossKVCollator, cached_dataset
+from .interrupt import StopOnSignal
 from .plots import plot_loss
 from .preset_surgery import prepare_model
 from .presets import apply_preset, get_preset, resolve_preset
@@ -314,7 +315,11 @@ def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks)
         callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    with StopOnSignal() as stop:
+        trainer.add_callback(stop)
+        output = trainer.train(resume_from_checkpoint=resume_from)
+    if stop.signum is not None:
+        raise stop.error(run_dir, trainer.state.global_step)
 
     adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, cfg))
     history = trainer.state.log_history
