@@ -23,7 +23,9 @@ pip_install() {  # pip, without the noise of this machine's extra local indexes
   .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
   return "${PIPESTATUS[0]}"
 }
+# Every version comes from constraints.txt, the tested set (pyproject.toml only states ranges).
 # torch first, on its own, so that the CPU build is the one that lands.
-pip_install torch==2.13.0
+torch_pin=$(grep -m1 '^torch==' constraints.txt)
+pip_install -c constraints.txt "$torch_pin"
 pip_install -c constraints.txt -e ".[embedded,dev]"
 .venv/bin/python -c "import torch, whispertune; print('setup: ok, torch', torch.__version__, 'whispertune', whispertune.__version__)"
