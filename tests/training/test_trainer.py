@@ -10,8 +10,9 @@ import torch
 from tests.helpers import train_overrides
 from whispertune.config import load_config
 from whispertune.errors import HardwareError
+from whispertune.training.arguments import resolve_precision
 from whispertune.training.checkpoints import checkpoint_step, complete_checkpoints, full_weight_files
-from whispertune.training.trainer import resolve_precision, train
+from whispertune.training.trainer import train
 
 
 @pytest.mark.synth
@@ -66,7 +67,7 @@ def test_precision_choice_by_hardware():
 
 
 def test_dataloader_workers_auto_by_device():
-    from whispertune.training.trainer import dataloader_workers
+    from whispertune.training.arguments import dataloader_workers
 
     assert dataloader_workers(-1, "cpu") == 0 and dataloader_workers(-1, "cuda") >= 1
     assert dataloader_workers(3, "cpu") == 3 and dataloader_workers(0, "cuda") == 0

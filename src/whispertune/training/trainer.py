@@ -9,15 +9,13 @@ A run directory (`train.output_dir`) receives `config.yaml`, `data_report.json`,
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers import TrainerCallback, set_seed
 
 from .. import __version__
 from ..config import Config
@@ -25,7 +23,7 @@ from ..data.collate import SpeechCollator, training_view
 from ..data.features import default_cache_dir, prepare_split
 from ..data.report import DataReport
 from ..data.sources import load_examples
-from ..errors import HardwareError, UserError
+from ..errors import UserError
 from ..inference.evaluate import resolve_batch_size
 from ..inference.metrics import error_rates
 from ..languages import resolve_language
@@ -33,6 +31,7 @@ from ..model.device import resolve_compute_dtype, resolve_device
 from ..model.loading import load_base, load_processor
 from ..model.lora import add_lora, prepare_for_training
 from ..pretrained.embedded import resolve_model_name
+from .arguments import resolve_precision, training_arguments
 from .callbacks import StageClock, callbacks
 from .checkpoints import (
     STAGING,
@@ -62,27 +61,6 @@ class TrainResult:
 
 
 GENERATION_MARGIN = 4  # tokens beyond the longest eval label that evaluation by generation may produce
-
-
-def dataloader_workers(requested: int, device: str) -> int:
-    """`-1` (auto): 4 worker processes on a GPU, so that reading and collating the next batches overlaps
-    the step; none on a CPU, where the step itself needs both cores."""
-    if requested >= 0:
-        return requested
-    return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto`: bf16 where CUDA supports it, else fp16 (loss scaling) on CUDA, fp32 on CPU."""
-    cuda = device.startswith("cuda")
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    if precision == "auto":
-        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
-    if precision == "fp16" and not cuda:
-        raise HardwareError("train.precision=fp16 needs a CUDA GPU (loss-scaled fp16 autocast); on CPU use fp32 or bf16")
-    if precision == "bf16" and cuda and not bf16_ok:
-        raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
-    return precision
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -136,50 +114,6 @@ def make_compute_metrics(processor, language: str | None):
         return error_rates(refs, hyps, language)
 
     return compute
-
-
-def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool,
-                       generation_max_length: int | None = None):
-    t = cfg.train
-    eval_strategy = t.eval_strategy if has_eval else "no"
-    workers = dataloader_workers(t.dataloader_num_workers, device)
-    return Seq2SeqTrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=resolve_batch_size(cfg.eval.batch_size, device),
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_steps,
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
-        eval_strategy=eval_strategy,
-        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
-        save_strategy=t.save_strategy,
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        logging_steps=t.logging_steps,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        # checkpointing is switched on by model.lora.prepare_for_training (reentrant on int8 bases only)
-        gradient_checkpointing=False,
-        predict_with_generate=t.predict_with_generate and has_eval,
-        generation_max_length=generation_max_length or cfg.generation.train_generation_max_length,
-        generation_num_beams=cfg.generation.num_beams,
-        seed=t.seed,
-        data_seed=t.seed,
-        remove_unused_columns=t.remove_unused_columns,
-        label_names=t.label_names,
-        # tensorboard is added by `callbacks()` so that its logs land in <run>/logs
-        report_to=[r for r in t.report_to if r != "tensorboard"],
-        dataloader_num_workers=workers,
-        dataloader_persistent_workers=workers > 0,
-        dataloader_pin_memory=device.startswith("cuda"),
-        # the non-finite guard handles NaN/inf losses (AtomicCheckpointTrainer.training_step) without the
-        # trainer's filter, which read every micro-batch's loss on the host
-        logging_nan_inf_filter=False,
-        push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
-    )
 
 
 def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:

@@ -1,0 +1,78 @@
+"""How a resolved config becomes the Trainer's arguments: precision, batch sizes, workers, schedule."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+from ..config import Config
+from ..errors import HardwareError
+from ..inference.evaluate import resolve_batch_size
+
+
+def dataloader_workers(requested: int, device: str) -> int:
+    """`-1` (auto): 4 worker processes on a GPU, so that reading and collating the next batches overlaps
+    the step; none on a CPU, where the step itself needs both cores."""
+    if requested >= 0:
+        return requested
+    return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: bf16 where CUDA supports it, else fp16 (loss scaling) on CUDA, fp32 on CPU."""
+    cuda = device.startswith("cuda")
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise HardwareError("train.precision=fp16 needs a CUDA GPU (loss-scaled fp16 autocast); on CPU use fp32 or bf16")
+    if precision == "bf16" and cuda and not bf16_ok:
+        raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
+    return precision
+
+
+def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool,
+                       generation_max_length: int | None = None):
+    t = cfg.train
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    workers = dataloader_workers(t.dataloader_num_workers, device)
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=resolve_batch_size(cfg.eval.batch_size, device),
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        # checkpointing is switched on by model.lora.prepare_for_training (reentrant on int8 bases only)
+        gradient_checkpointing=False,
+        predict_with_generate=t.predict_with_generate and has_eval,
+        generation_max_length=generation_max_length or cfg.generation.train_generation_max_length,
+        generation_num_beams=cfg.generation.num_beams,
+        seed=t.seed,
+        data_seed=t.seed,
+        remove_unused_columns=t.remove_unused_columns,
+        label_names=t.label_names,
+        # tensorboard is added by `callbacks()` so that its logs land in <run>/logs
+        report_to=[r for r in t.report_to if r != "tensorboard"],
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=device.startswith("cuda"),
+        # the non-finite guard handles NaN/inf losses (AtomicCheckpointTrainer.training_step) without the
+        # trainer's filter, which read every micro-batch's loss on the host
+        logging_nan_inf_filter=False,
+        push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
+    )
