@@ -39,6 +39,16 @@ def test_presets_are_the_names_the_config_accepts():
     assert list(presets.PRESETS) == list(typing.get_args(SpeedPresetName))
 
 
+def test_apply_preset_says_each_field_it_changes(capsys):
+    from whispertune.config import load_config
+
+    cfg = load_config(None, ["train.per_device_batch_size=8", "train.precision=fp32"])
+    presets.apply_preset(cfg, "lean")
+    lines = capsys.readouterr().out.splitlines()
+    assert "speed preset lean: train.per_device_batch_size 8 -> 12" in lines
+    assert "speed preset lean: train.precision 'fp32' -> 'bf16'" in lines
+
+
 def test_apply_preset_sets_fields_and_keeps_the_rest():
     cfg = Config()
     cfg.train.learning_rate = 5e-4

@@ -82,7 +82,15 @@ def apply_preset(cfg: Config, name: str) -> Config:
     out.train.per_device_batch_size = cfg.train.speed_batch_size or preset.batch_size
     out.model.attn_implementation = preset.attn_implementation
     out.train.speed_preset = name
+    for section, field, before, after in _changed(cfg, out):  # nothing a preset overrides goes unsaid
+        print(f"speed preset {name}: {section}.{field} {before!r} -> {after!r}")
     return out
+
+
+def _changed(before: Config, after: Config) -> list[tuple[str, str, object, object]]:
+    old, new = before.to_dict(), after.to_dict()
+    return [(section, key, old[section][key], value) for section, fields in new.items() if isinstance(fields, dict)
+            for key, value in fields.items() if old[section].get(key) != value]
 
 
 def resolve_preset(cfg: Config, device: str) -> str | None:
