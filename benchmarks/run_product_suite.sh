@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|e2e-start|finish|identity CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -36,6 +36,35 @@ case "$part" in
       --spec kind=train,preset=fast,batch=48,label=fast-b48 \
       --spec kind=train,preset=plain,batch=32,label=plain-b32 \
       --spec kind=train,preset=lean,batch=14,label=lean-b14 ;;
+  offload)
+    # the default preset's batch with its encoder inputs in host memory; then the end-to-end run (as e2e-start)
+    # at the batch of the fastest default row within the recipe's 5.45 GiB
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, pytest" || exit 4
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/training/test_offload.py 2>&1 | tail -3
+    timeout 420 $P --results-dir "$out" --steps 24 --warmup 8 --harness-steps 12 \
+      --spec kind=train,preset=auto,memory=1,label=default-auto \
+      --spec kind=train,preset=recipe,label=recipe-reference-config \
+      --spec kind=train,preset=auto,batch=24,label=default-auto-b24 \
+      --spec kind=harness,preset=lean,batch=16,label=harness-lean-b16 \
+      --spec kind=train,preset=auto,batch=20,label=default-auto-b20
+    E2E_BATCH=$(python3 - "$out/product_throughput.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+run = rows[-1]["run_id"]
+ok = [r for r in rows if r["run_id"] == run and r["label"].startswith("default-auto") and not r.get("error")
+      and r.get("samples_per_s") and r.get("peak_gib", 99) <= 5.45]
+print(max(ok, key=lambda r: r["samples_per_s"])["batch"] if ok else 0)
+PY
+)
+    echo "e2e batch: $E2E_BATCH"
+    [ "$E2E_BATCH" -gt 0 ] 2>/dev/null || exit 0
+    setsid nohup $P --results-dir /tmp/e2e-results --spec "kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,batch=$E2E_BATCH,label=e2e-default-${E2E_TRAIN:-4000}x3" \
+      > /tmp/e2e.log 2>&1 < /dev/null &
+    # keep the machine (and the run) until the call's limit nears; `finish` picks it up
+    while [ "$SECONDS" -lt "${HOLD_S:-555}" ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
+      pgrep -f "kind=e2e" >/dev/null || break; sleep 5; done
+    tail -c 1500 /tmp/e2e.log ;;
   e2e-start)
     # runs on after this call returns (new session); `eval` waits for it
     setsid nohup $P --results-dir /tmp/e2e-results --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3 \
@@ -48,7 +77,8 @@ case "$part" in
     while [ -f /tmp/e2e.log ] && ! grep -q '"kind": "e2e"' /tmp/e2e-results/product_throughput.jsonl 2>/dev/null; do
       pgrep -f "kind=e2e" >/dev/null || break; sleep 3; done
     cat /tmp/e2e-results/product_throughput.jsonl >> "$out/product_throughput.jsonl" 2>/dev/null; cp /tmp/e2e.log "$out/e2e_log.txt"
-    timeout "${DEADLINE:-300}" $P --results-dir "$out" --warmup 10 --harness-steps 15 \
+    # what is left of the call's limit (LIMIT_S) after the wait goes to the evaluation rows
+    timeout "$(( ${LIMIT_S:-585} - SECONDS ))" $P --results-dir "$out" --warmup 10 --harness-steps 15 \
       --spec kind=eval,batch=0,clips=${EVAL_CLIPS:-512},label=evaluate-defaults \
       --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 \
       --spec kind=eval,batch=128,clips=${EVAL_CLIPS:-512},label=evaluate-b128 ;;

@@ -86,7 +86,7 @@ def train_overrides(model_dir: Path, data_dir: Path, out: Path, mode: str, steps
 DECODER_ONLY = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)"
 
 
-def tiny_lora_model(freeze_encoder: bool = False) -> torch.nn.Module:
+def tiny_lora_model(freeze_encoder: bool = False, dropout: float = 0.0) -> torch.nn.Module:
     config = WhisperConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
                            max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
@@ -95,7 +95,7 @@ def tiny_lora_model(freeze_encoder: bool = False) -> torch.nn.Module:
     model = WhisperForConditionalGeneration(config)
     targets = DECODER_ONLY if freeze_encoder else ["q_proj", "v_proj"]
     torch.manual_seed(1)
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=targets))
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,12 +117,8 @@ def train_losses(model: torch.nn.Module, steps: int) -> list[float]:
     return losses
 
 
-def prepared(name: str, **changes) -> torch.nn.Module:
+def prepared(name: str, dropout: float = 0.0, **changes) -> torch.nn.Module:
     """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
     preset = dataclasses.replace(presets.PRESETS[name], **changes)
-    model = tiny_lora_model(preset.freeze_encoder)
-    presets.PRESETS["_test"] = preset
-    try:
-        return preset_surgery.prepare_model(model, "_test")
-    finally:
-        del presets.PRESETS["_test"]
+    model = tiny_lora_model(preset.freeze_encoder, dropout)
+    return preset_surgery.prepare_model(model, preset)

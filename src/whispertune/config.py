@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 # The speed presets' names; their settings are training.presets.PRESETS, a table keyed by these names.
 # Only the names live here, so that `train.speed_preset` is checked like any other Literal field.
-SpeedPresetName = Literal["recipe", "plain", "fast", "lean", "fast-fp8", "fast-frozen-encoder"]
+SpeedPresetName = Literal["recipe", "plain", "fast", "lean", "lean-resident", "fast-fp8", "fast-frozen-encoder"]
 
 
 @dataclass

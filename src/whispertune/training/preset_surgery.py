@@ -1,6 +1,7 @@
 """The model-level changes of a speed preset (`presets.py`), made on a model that carries its LoRA
 adapters: which layers are checkpointed, the frozen encoder run without autograd, float8 frozen
-weights, and regional torch.compile (each encoder/decoder layer compiled on its own)."""
+weights, regional torch.compile (each encoder/decoder layer compiled on its own) and checkpointed encoder
+inputs kept in host memory (`offload.py`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from ..errors import ConfigError
 from ..model.fp8 import convert_frozen_linears
-from .presets import get_preset
+from .offload import EncoderOffload, run_from_host_copy
+from .presets import SpeedPreset, get_preset
 
 
 def _whisper_core(model: torch.nn.Module) -> torch.nn.Module:
@@ -50,12 +52,12 @@ def _freeze_encoder(core: torch.nn.Module) -> None:
     encoder.forward = no_grad_forward
 
 
-def prepare_model(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """Model-level changes of preset `name`, on a model that already carries its LoRA adapters.
-
-    The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
+def prepare_model(model: torch.nn.Module, preset: SpeedPreset | str) -> torch.nn.Module:
+    """Model-level changes of `preset` (or the preset of that name), on a model that already carries its
+    LoRA adapters. The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
     """
-    preset = get_preset(name)
+    name = preset if isinstance(preset, str) else "this preset"
+    preset = get_preset(preset) if isinstance(preset, str) else preset
     core = _whisper_core(model)
     if preset.freeze_encoder:
         if any(p.requires_grad for p in core.encoder.parameters()):
@@ -67,13 +69,19 @@ def prepare_model(model: torch.nn.Module, name: str) -> torch.nn.Module:
         model.config.use_cache = False
     if preset.fp8_weights:
         convert_frozen_linears(list(core.encoder.layers) + list(core.decoder.layers))
-    if preset.compile_layers:
-        _compile_layers(list(core.encoder.layers) + list(core.decoder.layers), preset.reentrant, preset.compile_mode)
+    offload = None
+    if preset.offload_encoder_inputs:
+        if preset.checkpointing not in ("all", "encoder") or preset.reentrant:
+            raise ConfigError(f"preset {name!r}: offload_encoder_inputs needs non-reentrant checkpointing of the encoder")
+        offload = EncoderOffload(core.encoder.layers[0])
+    if preset.compile_layers or offload is not None:
+        _install_layer_forwards(core, preset, offload)
     return model
 
 
-def _compile_layers(layers: list[torch.nn.Module], reentrant: bool, mode: str) -> None:
-    """Compile each layer's forward; checkpointing (if the layer has it on) moves outside the compiled code.
+def _install_layer_forwards(core: torch.nn.Module, preset: SpeedPreset, offload: EncoderOffload | None) -> None:
+    """Each layer's forward replaced: compiled (if the preset compiles), checkpointed by torch.utils.checkpoint
+    (if the layer has it on), its input kept in host memory (encoder layers, with `offload`).
 
     Inductor in torch 2.11 fails ("Node add_454 was invalid, but is output") on a checkpoint traced
     inside the compiled region, so the compiled function is the layer's plain forward and
@@ -81,22 +89,29 @@ def _compile_layers(layers: list[torch.nn.Module], reentrant: bool, mode: str) -
     so dynamo reuses one graph for the 32 identical layers.
     """
     compiled: dict[tuple[type, bool], object] = {}
-    for layer in layers:
+    encoder_layers = set(core.encoder.layers)
+    for layer in list(core.encoder.layers) + list(core.decoder.layers):
         checkpointed = bool(getattr(layer, "gradient_checkpointing", False))
         key = (type(layer), checkpointed)
         if key not in compiled:
-            if checkpointed and mode == "default":
-                # Inductor pads the strides of some buffers (comprehensive_padding: (12, 1500, 1) got stride 1504),
-                # and on an H200 with torch 2.11 the backward of a checkpointed layer then met the recomputed,
-                # unpadded tensor: "expected size 12==12, stride 1500==1504". Unpadded layouts both ways.
-                compiled[key] = torch.compile(type(layer).forward, options={"comprehensive_padding": False})
-            else:
-                compiled[key] = torch.compile(type(layer).forward, mode=mode)
+            compiled[key] = _compiled_forward(type(layer), checkpointed, preset.compile_mode) if preset.compile_layers \
+                else type(layer).forward
         layer.gradient_checkpointing = False
-        layer.forward = _layer_forward(layer, compiled[key], checkpointed, reentrant)
+        layer_offload = offload if checkpointed and layer in encoder_layers else None
+        layer.forward = _layer_forward(layer, compiled[key], checkpointed, preset.reentrant, layer_offload)
 
 
-def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool):
+def _compiled_forward(layer_class: type, checkpointed: bool, mode: str):
+    if checkpointed and mode == "default":
+        # Inductor pads the strides of some buffers (comprehensive_padding: (12, 1500, 1) got stride 1504),
+        # and on an H200 with torch 2.11 the backward of a checkpointed layer then met the recomputed,
+        # unpadded tensor: "expected size 12==12, stride 1500==1504". Unpadded layouts both ways.
+        return torch.compile(layer_class.forward, options={"comprehensive_padding": False})
+    return torch.compile(layer_class.forward, mode=mode)
+
+
+def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool,
+                   offload: EncoderOffload | None = None):
     eager = type(layer).forward
 
     def forward(*args, **kwargs):
@@ -105,6 +120,14 @@ def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bo
             # step a new shape for the compiled graph. Eager is what generation is tuned for.
             return eager(layer, *args, **kwargs)
         if checkpointed and torch.is_grad_enabled():
+            if offload is not None:
+                hidden, *rest = args
+                copy = offload.keep(layer, hidden)
+                marker = hidden.new_empty(0)
+                out = torch.utils.checkpoint.checkpoint(run_from_host_copy, fn, layer, copy, marker, *rest,
+                                                        use_reentrant=False, **kwargs)
+                copy.forward_done()
+                return out
             return torch.utils.checkpoint.checkpoint(fn, layer, *args, use_reentrant=reentrant, **kwargs)
         return fn(layer, *args, **kwargs)
 
