@@ -37,7 +37,8 @@ class HostCopy:
             if streams is None:
                 self._host, self._copied = tensor.detach().clone(), None
                 return
-            self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            # same strides both ways: the compiled backward expects the layout the forward saw
+            self._host = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, pin_memory=True)
             streams.d2h.wait_stream(torch.cuda.current_stream(tensor.device))
             with torch.cuda.stream(streams.d2h):
                 self._host.copy_(tensor.detach(), non_blocking=True)
@@ -60,7 +61,8 @@ class HostCopy:
         h2d = self._streams.h2d
         with torch.cuda.stream(h2d):
             h2d.wait_event(self._copied)
-            back = torch.empty(self._host.shape, dtype=self._host.dtype, device=self._streams.device)
+            back = torch.empty_strided(self._host.size(), self._host.stride(), dtype=self._host.dtype,
+                                       device=self._streams.device)
             back.copy_(self._host, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(h2d)
