@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if torch.cuda.is_available():
             record.setdefault("peak_gib", round(torch.cuda.max_memory_allocated() / 2**30, 3))
+            # a row that failed while PeakBreakdown was recording must not leave the recording on for the next
+            # rows (run a8fd17be: torch 2.11's recorder + compiled checkpointed layers fail, pytorch#179536)
+            torch.cuda.memory._record_memory_history(enabled=None)
         common.write_result("product_throughput", record, args.results_dir)
     return 0
 

@@ -43,7 +43,7 @@ case "$part" in
     python3 -c "import torch, transformers, peft, datasets, bitsandbytes, pytest" || exit 4
     timeout 120 python3 -m pytest -q -p no:cacheprovider tests/training/test_offload.py 2>&1 | tail -3
     timeout 420 $P --results-dir "$out" --steps 24 --warmup 8 --harness-steps 12 \
-      --spec kind=train,preset=auto,memory=1,label=default-auto \
+      --spec kind=train,preset=auto,label=default-auto \
       --spec kind=train,preset=recipe,label=recipe-reference-config \
       --spec kind=train,preset=auto,batch=24,label=default-auto-b24 \
       --spec kind=harness,preset=lean,batch=16,label=harness-lean-b16 \
