@@ -86,8 +86,8 @@ def train_overrides(model_dir: Path, data_dir: Path, out: Path, mode: str, steps
 DECODER_ONLY = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)"
 
 
-def tiny_lora_model(freeze_encoder: bool = False, dropout: float = 0.0) -> torch.nn.Module:
-    config = WhisperConfig(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+def tiny_lora_model(freeze_encoder: bool = False, dropout: float = 0.0, encoder_layers: int = 2) -> torch.nn.Module:
+    config = WhisperConfig(vocab_size=120, d_model=32, encoder_layers=encoder_layers, decoder_layers=2, encoder_attention_heads=2,
                            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
                            max_source_positions=1500, max_target_positions=64, decoder_start_token_id=1,
                            pad_token_id=0, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
@@ -117,8 +117,8 @@ def train_losses(model: torch.nn.Module, steps: int) -> list[float]:
     return losses
 
 
-def prepared(name: str, dropout: float = 0.0, **changes) -> torch.nn.Module:
+def prepared(name: str, dropout: float = 0.0, encoder_layers: int = 2, **changes) -> torch.nn.Module:
     """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
     preset = dataclasses.replace(presets.PRESETS[name], **changes)
-    model = tiny_lora_model(preset.freeze_encoder, dropout)
+    model = tiny_lora_model(preset.freeze_encoder, dropout, encoder_layers)
     return preset_surgery.prepare_model(model, preset)

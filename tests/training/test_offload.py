@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import batch, prepared, tiny_lora_model
-from whispertune.training.offload import EncoderOffload, HostCopy
+from whispertune.training.offload import EncoderOffload
 
 
 def _lora_grads(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -46,12 +46,12 @@ def test_host_copy_hands_back_the_input_and_prefetches_the_layer_before():
 
 @pytest.mark.gpu
 def test_offload_on_cuda_frees_gpu_memory_and_keeps_gradients():
-    feats, labels = (t.cuda() for t in batch())
-    feats = feats.repeat(8, 1, 1)
-    labels = labels.repeat(8, 1)
+    feats, labels = (t.cuda().repeat(8, *([1] * (t.dim() - 1))) for t in batch())
+    layers = 8
+    layer_input_bytes = feats.shape[0] * 1500 * 32 * 4  # (batch, frames, d_model) fp32
     peaks, grads = {}, {}
     for name in ("lean-resident", "lean"):
-        model = prepared(name, precision="fp32", compile_layers=False, dropout=0.1).cuda()
+        model = prepared(name, precision="fp32", compile_layers=False, dropout=0.1, encoder_layers=layers).cuda()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -59,5 +59,7 @@ def test_offload_on_cuda_frees_gpu_memory_and_keeps_gradients():
         torch.cuda.synchronize()
         peaks[name] = torch.cuda.max_memory_allocated() - base
         del model
-    assert all(torch.equal(grads["lean"][k], grads["lean-resident"][k]) for k in grads["lean"])
-    assert isinstance(HostCopy, type) and peaks["lean"] < peaks["lean-resident"], peaks
+    for key in grads["lean"]:  # attention's backward accumulates with atomics on CUDA: close, not bitwise
+        assert torch.allclose(grads["lean"][key], grads["lean-resident"][key], rtol=1e-4, atol=1e-6), key
+    # resident: every layer's input on the GPU; offloaded: the layer being recomputed and the one prefetched
+    assert peaks["lean"] < peaks["lean-resident"] - (layers - 3) * layer_input_bytes, peaks

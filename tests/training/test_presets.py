@@ -45,7 +45,7 @@ def test_apply_preset_says_each_field_it_changes(capsys):
     cfg = load_config(None, ["train.per_device_batch_size=8", "train.precision=fp32"])
     presets.apply_preset(cfg, "lean")
     lines = capsys.readouterr().out.splitlines()
-    assert "speed preset lean: train.per_device_batch_size 8 -> 16" in lines
+    assert "speed preset lean: train.per_device_batch_size 8 -> 24" in lines
     assert "speed preset lean: train.precision 'fp32' -> 'bf16'" in lines
 
 
@@ -54,7 +54,7 @@ def test_apply_preset_sets_fields_and_keeps_the_rest():
     cfg.train.learning_rate = 5e-4
     lean = presets.apply_preset(cfg, "lean")
     assert (lean.quantization.mode, lean.train.precision, lean.train.prepare_kbit) == ("none", "bf16", False)
-    assert lean.train.gradient_checkpointing and lean.train.per_device_batch_size == 16
+    assert lean.train.gradient_checkpointing and lean.train.per_device_batch_size == 24
     assert lean.train.learning_rate == 5e-4 and cfg.train.per_device_batch_size == 8  # copy, not changed in place
     recipe = presets.apply_preset(cfg, "recipe")
     assert (recipe.quantization.mode, recipe.train.precision, recipe.train.prepare_kbit) == ("int8", "fp16", True)
