@@ -173,6 +173,23 @@ def load_for_inference(
     return Loaded(model=net, processor=processor, info=info)
 
 
+def check_decoding(loaded: Loaded, max_new_tokens: int, num_beams: int = 1) -> None:
+    """Refuse decoding settings the loaded model cannot run, before any audio is read (ConfigError).
+
+    Whisper's decoder has `max_target_positions` (448) places, and its prompt (start, language, task,
+    no-timestamps: those the model has) takes some of them.
+    """
+    gen = loaded.model.generation_config
+    prompt = 1 + bool(getattr(gen, "lang_to_id", None)) + bool(getattr(gen, "task_to_id", None)) + (
+        getattr(gen, "no_timestamps_token_id", None) is not None)
+    limit = int(_base_model(loaded.model).config.max_target_positions) - prompt
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
+        raise ConfigError(f"max_new_tokens: got {max_new_tokens!r}, expected an integer in [1, {limit}] for this "
+                          f"model ({limit + prompt} decoder positions, {prompt} of them taken by its prompt)")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ConfigError(f"num_beams: got {num_beams!r}, expected a positive integer (1: greedy)")
+
+
 def _base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
