@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig, QuantizationConfig
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, reading
 
 ADAPTER_META = "whispertune.json"
 _PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -151,7 +151,8 @@ def load_for_inference(
         from peft import PeftModel
 
         try:
-            net = PeftModel.from_pretrained(base, adapter, is_trainable=False)
+            with reading(f"adapter {adapter}"):  # a truncated adapter_model.safetensors names the adapter
+                net = PeftModel.from_pretrained(base, adapter, is_trainable=False)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load adapter {adapter!r} on {model!r}: {exc}") from None
         merged = quantization == "none" and next(base.parameters()).device.type == "cuda"
