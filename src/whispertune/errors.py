@@ -96,7 +96,7 @@ def user_error_for(exc: BaseException, subject: str | None = None) -> UserError 
     detail = " ".join(str(exc).split())[:300]
     code = _errno_in_text(str(exc))
     if code is not None:
-        return UserError(os_error_message(OSError(code, os.strerror(code)), subject) or detail)
+        return UserError(f"{os_error_message(OSError(code, os.strerror(code)), subject)} ({detail})")
     if type(exc).__name__ == "SafetensorError":
         where = f"{subject}: " if subject else ""
         return UserError(f"{where}a safetensors file is corrupt or truncated ({detail}); re-download or re-export it")
