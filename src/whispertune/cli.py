@@ -3,8 +3,9 @@
 Each subcommand lives in `whispertune/commands/<name>.py` with `register(subparsers)` (adds its
 parser and sets `func`). Config-driven commands accept `--section.key value` overrides.
 
-Errors: a `UserError`, a bad argument, or a file the user named that cannot be opened prints one
-line `whispertune: error: ...` and exits 2; any other exception prints one line naming it and exits 1.
+Errors: a `UserError`, a bad argument, or an OS/library failure the user caused (`errors.user_error_for`:
+a read-only or full disk, a symlink loop, a corrupt safetensors file...) prints one line
+`whispertune: error: ...` and exits 2; any other exception prints one line naming it and exits 1.
 `--debug` shows the full traceback instead.
 """
 
@@ -15,7 +16,7 @@ import importlib
 import os
 import sys
 
-from .errors import UserError
+from .errors import UserError, user_error_for
 
 # Subcommand modules, in the order `whispertune --help` lists them.
 COMMANDS = [
@@ -96,16 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("whispertune: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        # a path the user gave that a library could not open
+    except Exception as exc:  # noqa: BLE001 - mapped to one line by the error boundary, else a bug
         if debug:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"whispertune: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
-        return UserError.exit_code
-    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen library failure
-        if debug:
-            raise
+        mapped = user_error_for(exc)
+        if mapped is not None:
+            print(f"whispertune: error: {_one_line(str(mapped))}", file=sys.stderr)
+            return mapped.exit_code
         print(f"whispertune: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(run again with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ ConfigError naming the key and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -307,13 +308,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.speed_batch_size must be 0 (the preset's batch) or a positive integer")
     if cfg.train.per_device_batch_size <= 0:
         raise ConfigError("train.per_device_batch_size must be a positive integer")
-    if cfg.eval.batch_size < 0:
-        raise ConfigError(f"eval.batch_size: got {cfg.eval.batch_size}, expected 0 (auto) or a positive integer")
     if cfg.train.dataloader_num_workers < -1:
         raise ConfigError(f"train.dataloader_num_workers: got {cfg.train.dataloader_num_workers}, "
                           "expected -1 (auto), 0 (main process) or a positive integer")
-    if cfg.train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate: got {cfg.train.learning_rate}, expected a positive number")
     if cfg.train.cache_encoder_outputs and not cfg.train.freeze_encoder:
         raise ConfigError("train.cache_encoder_outputs needs train.freeze_encoder: true")
     if cfg.train.cache_cross_attention and not cfg.train.cache_encoder_outputs:
@@ -331,6 +328,7 @@ def validate(cfg: Config) -> None:
     if not DEVICE_MAP.match(cfg.quantization.device_map):
         raise ConfigError(f"quantization.device_map: got {cfg.quantization.device_map!r}, expected one of "
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
+    _check_ranges(cfg)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers
@@ -339,3 +337,42 @@ def validate(cfg: Config) -> None:
         resolve_language(cfg.model.language)
     except ConfigError as exc:
         raise ConfigError(f"model.language: {exc}") from None
+
+
+# (section, key, lowest, highest allowed; None: unbounded). Fields checked elsewhere in `validate`, with their
+# own explanations, are not repeated here. eval.batch_size 0 means auto.
+_RANGES: list[tuple[str, str, float | None, float | None]] = [
+    ("quantization", "llm_int8_threshold", 0.0, None),
+    ("data", "max_train_samples", 1, None),
+    ("data", "max_eval_samples", 1, None),
+    ("train", "gradient_accumulation_steps", 1, 4096),
+    ("train", "warmup_steps", 0, None),
+    ("train", "eval_steps", 1, None),
+    ("train", "save_steps", 1, None),
+    ("train", "save_total_limit", 1, None),
+    ("train", "logging_steps", 1, None),
+    ("train", "seed", 0, 2**32 - 1),
+    ("eval", "batch_size", 0, 4096),
+    ("generation", "max_new_tokens", 1, 448),  # Whisper's decoder has 448 positions
+    ("generation", "train_generation_max_length", 1, 448),
+    ("generation", "num_beams", 1, 64),
+]
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every numeric field in its range; NaN and infinity refused wherever a number is expected."""
+    for section, key, lo, hi in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            kind = "an integer" if isinstance(value, int) else "a number"
+            span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{section}.{key}: got {value}, expected {kind} {span}")
+    for section, key in (("train", "learning_rate"), ("train", "num_epochs")):
+        value = getattr(getattr(cfg, section), key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{section}.{key}: got {value}, expected a positive number")
+    if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
+        raise ConfigError(f"train.max_steps: got {cfg.train.max_steps}, expected -1 (train.num_epochs decides) "
+                          "or a positive integer")

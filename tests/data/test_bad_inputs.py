@@ -142,3 +142,100 @@ def test_too_long_max_duration_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match=r"data.max_duration_s: got 60.0, expected a number in \(0, 30\]"):
         load_config(None, ["data.max_duration_s=60"])
+
+
+def build_more_corpus(root: Path) -> tuple[Path, dict[str, str]]:
+    """Issue 14's further kinds: audio content, path forms and text values; {audio name: expected reason or kept}."""
+    root.mkdir()
+    t = tone(1.0)
+    sf.write(root / "dc_only.wav", np.full(16000, 0.4, np.float32), 16000)  # a constant: no sound at all
+    sf.write(root / "dc_tone.wav", t + 0.3, 16000)
+    sf.write(root / "inverted.wav", np.stack([t, -t], axis=1), 16000)  # channels cancel in the mono mix
+    sf.write(root / "clipped.wav", np.clip(t * 10, -1.0, 1.0), 16000)
+    sf.write(root / "one_sample.wav", t[:1], 16000)
+    sf.write(root / "flac_inside.wav", t, 16000, format="FLAC")  # the content decides, not the extension
+    (root / "folder.wav").mkdir()
+    (root / "dangling.wav").symlink_to(root / "gone.wav")
+    sf.write(root / "target.wav", t, 16000)
+    (root / "link.wav").symlink_to(root / "target.wav")
+    sf.write(root.parent / "outside.wav", t, 16000)
+    sf.write(root / "absolute.wav", t, 16000)
+    for name in ("spaces.wav", "timestamp.wav"):
+        sf.write(root / name, t, 16000)
+    long_name = "x" * 300 + ".wav"
+    expected = {
+        "dc_only.wav": "silent", "dc_tone.wav": "kept", "inverted.wav": "channels_cancel", "clipped.wav": "kept",
+        "one_sample.wav": "too_short", "flac_inside.wav": "kept", "folder.wav": "not_a_file",
+        "dangling.wav": "missing_file", "link.wav": "kept", "../outside.wav": "kept",
+        str(root / "absolute.wav"): "kept", long_name: "unreadable_path",
+        "spaces.wav": "empty_text", "timestamp.wav": "special_token",
+    }
+    texts = {"spaces.wav": " \t  ", "timestamp.wav": "<|0.00|> एक वाक्य <|1.00|>"}
+    lines = [json.dumps({"audio_filepath": name, "text": texts.get(name, "एक वाक्य")}, ensure_ascii=False)
+             for name in expected]
+    lines += [
+        '{"audio_filepath": "target.wav", "text": null}',               # no transcript
+        '{"text": "एक वाक्य"}',                                          # no audio
+        '{"audio_filepath": "target.wav", "text": "a", "text": "b"}',  # which one? json keeps "b" silently
+        '{"audio_filepath": "target.wav", "text": "a",}',               # trailing comma
+    ]
+    manifest = root / "more.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest, expected
+
+
+def test_more_bad_inputs_are_skipped_with_their_reason(tiny_whisper_dir, tmp_path):
+    processor = WhisperProcessor.from_pretrained(tiny_whisper_dir)
+    manifest, expected = build_more_corpus(tmp_path / "more")
+    data = DataConfig(source="manifest", path=str(manifest), cache_dir=str(tmp_path / "cache"))
+    report = DataReport()
+    ds = prepare_split(load_examples(data, "train", report), processor, data, language="mr", task="transcribe",
+                       max_label_length=64, report=report, split="train")
+    kept = {Path(i).name for i in ds["id"]}
+    assert kept == {"dc_tone.wav", "clipped.wav", "flac_inside.wav", "target.wav", "outside.wav", "absolute.wav"}
+    saved = json.loads(write_report(report, tmp_path / "run").read_text(encoding="utf-8"))
+    by_file = {Path(e["file"]).name: e for e in saved["skipped_examples"] if not e["id"].startswith("more.jsonl:")}
+    named = {"dangling.wav": "gone.wav"}  # the report names the link's missing target
+    assert {name: e["reason"] for name, e in by_file.items()} == {
+        named.get(n, Path(n).name): r for n, r in expected.items() if r != "kept"}
+    assert "phase-inverted" in by_file["inverted.wav"]["detail"]
+    assert "a directory, not an audio file" in by_file["folder.wav"]["detail"]
+    assert "File name too long" in by_file["x" * 300 + ".wav"]["detail"]
+    by_line = {e["id"]: e["reason"] for e in saved["skipped_examples"] if e["id"].startswith("more.jsonl:")}
+    n = len(expected)
+    assert by_line == {f"more.jsonl:{n + 1}": "missing_column", f"more.jsonl:{n + 2}": "missing_column",
+                       f"more.jsonl:{n + 3}": "bad_manifest_line", f"more.jsonl:{n + 4}": "bad_manifest_line"}
+    assert saved["splits"]["train"]["seen"] == n + 4
+    assert saved["splits"]["train"]["kept"] + saved["splits"]["train"]["skipped_total"] == n + 4  # none lost
+
+
+def test_metadata_encodings_line_ends_and_split_values(tmp_path):
+    """latin-1 rows, CRLF line ends and an empty split value through the folder source."""
+    root = tmp_path / "folder"
+    root.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav"):
+        sf.write(root / name, tone(1.0), 16000)
+    (root / "metadata.csv").write_bytes(
+        b"file_name,split,text\r\n"
+        b"a.wav,train,caf\xe9 au lait\r\n"      # latin-1: not UTF-8, skipped and counted
+        b"b.wav,train,plain text\r\n"           # CRLF: the text comes out without the \r
+        b"c.wav,,empty split\r\n"               # an empty split value names no split
+        + "d.wav,train,कॅफे\r\n".encode())
+    report = DataReport()
+    ds = load_examples(DataConfig(source="folder", path=str(root)), "train", report)
+    assert dict(zip([Path(p).name for p in ds["id"]], ds["text"])) == {"b.wav": "plain text", "d.wav": "कॅफे"}
+    assert report.skipped("train") == {"invalid_utf8": 1, "unknown_split": 1}
+    detail = {e["reason"]: e["detail"] for e in report.to_dict()["skipped_examples"]}
+    assert "re-save the file as UTF-8" in detail["invalid_utf8"] and "''" in detail["unknown_split"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"metadata\.csv: empty metadata file \(expected a header row\)"),
+    (b"file_name,text\n", r"no usable examples in split 'train'"),
+])
+def test_empty_metadata_is_one_clear_error(tmp_path, content, message):
+    root = tmp_path / "folder"
+    root.mkdir()
+    (root / "metadata.csv").write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        load_examples(DataConfig(source="folder", path=str(root)), "train")

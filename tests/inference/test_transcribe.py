@@ -182,3 +182,35 @@ def test_embedded_long_audio_not_cut_at_30s(tmp_path):
         assert found >= 0.7, f"{sentence!r}: only {found:.0%} of its words in the transcript"
         # and not transcribed twice by the overlapping windows
         assert sum(heard.count(w) for w in words if len(w) > 4) <= sum(1 for w in words if len(w) > 4) + 1
+
+
+def test_same_names_in_other_folders_never_overwrite(tiny_whisper_dir, tmp_path, capsys):
+    """a/x.wav, b/x.wav and an x-2.wav: three outputs (the old naming gave b/x.wav and x-2.wav both x-2.txt)."""
+    files = [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "x-2.wav"]
+    for i, path in enumerate(files):
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, noise(1, 0.1, seed=i), SR)
+    code = cli_main(["transcribe", *map(str, files), "--model", str(tiny_whisper_dir), "--language", "mr",
+                     "--max-new-tokens", "3", "--output-dir", str(tmp_path / "out"), "--format", "json"])
+    assert code == 0
+    written = dict(line[len("wrote "):-1].split(" (") for line in capsys.readouterr().err.splitlines()
+                   if line.startswith("wrote "))
+    assert sorted(Path(p).name for p in written) == ["x-2-2.json", "x-2.json", "x.json"]
+    for output, source in written.items():  # each output holds its own input's transcript
+        assert json.loads(Path(output).read_text(encoding="utf-8"))["path"] == source
+
+
+def test_bad_paths_and_cancelling_channels_are_reported_and_the_rest_goes_on(tiny_loaded, tmp_path):
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32)
+    sf.write(tmp_path / "good.wav", tone, SR)
+    sf.write(tmp_path / "inverted.wav", np.stack([tone, -tone], axis=1), SR)
+    (tmp_path / "folder.wav").mkdir()
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    files = [tmp_path / n for n in ("inverted.wav", "folder.wav", "loop.wav", "missing.wav", "good.wav")]
+    results = transcribe(files, loaded=tiny_loaded, max_new_tokens=3, progress=False)
+    errors = [r.error for r in results]
+    assert "channels cancel when mixed to mono" in errors[0]
+    assert "folder.wav: a directory, not an audio file" in errors[1]
+    assert "loop.wav: Too many levels of symbolic links; a symlink loop?" in errors[2]
+    assert "missing.wav: audio file not found" in errors[3]
+    assert errors[4] is None and results[4].text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arg_types import BATCH_SIZE, COUNT, SEED, float_in
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from whispertune.demo import DemoSettings
@@ -15,17 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=d.out_dir, help=f"run directory (default {d.out_dir})")
     p.add_argument("--corpus", default=None, help="corpus directory (default: in the user cache, reused)")
     p.add_argument("--model", default=d.model, help=f"base model (default {d.model})")
-    p.add_argument("--variants", type=int, default=d.variants, help="voices per sentence")
-    p.add_argument("--train-sentences", type=int, default=d.train_sentences, help="limit the training sentences")
-    p.add_argument("--test-sentences", type=int, default=d.test_sentences, help="test sentences to score")
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--variants", type=COUNT, default=d.variants, help="voices per sentence")
+    p.add_argument("--train-sentences", type=COUNT, default=d.train_sentences, help="limit the training sentences")
+    p.add_argument("--test-sentences", type=COUNT, default=d.test_sentences, help="test sentences to score")
+    p.add_argument("--epochs", type=float_in(0, None, lo_open=True), default=d.epochs)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float_in(0, None, lo_open=True), default=d.learning_rate)
+    p.add_argument("--lora-r", type=COUNT, default=d.lora_r)
     p.add_argument("--quantization", choices=["auto", "none", "int8", "nf4"], default=d.quantization,
                    help="base quantization (auto: int8 where bitsandbytes runs)")
     p.add_argument("--engines", default=",".join(d.engines), help="speech synthesizers, comma-separated")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=SEED, default=d.seed)
     p.add_argument("--check", action="store_true",
                    help="exit 2 unless CER <= 35 %% and <= 1/3 of zero-shot, and WER <= 1/2 of zero-shot")
     p.set_defaults(func=run)

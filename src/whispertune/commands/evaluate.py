@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UserError
+from .arg_types import BATCH_SIZE, COUNT, NEW_TOKENS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", metavar="S", help="split expression (default: data.eval_split, else test)")
     parser.add_argument("--language", help="language name or code (default: adapter's, else model.language)")
     parser.add_argument("--task", choices=["transcribe", "translate"])
-    parser.add_argument("--batch-size", type=int, metavar="N", help="default: eval.batch_size")
-    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="default: generation.max_new_tokens")
-    parser.add_argument("--max-samples", type=int, metavar="N", help="default: data.max_eval_samples")
+    parser.add_argument("--batch-size", type=BATCH_SIZE, metavar="N", help="default: eval.batch_size")
+    parser.add_argument("--max-new-tokens", type=NEW_TOKENS, metavar="N", help="default: generation.max_new_tokens")
+    parser.add_argument("--max-samples", type=COUNT, metavar="N", help="default: data.max_eval_samples")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--out", metavar="DIR", help="write metrics.json and predictions.jsonl here")
     parser.set_defaults(func=run)
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data.path:
         raise UserError("no evaluation data: give --config with a data section, or --data.path DIR "
                         "(and --data.source folder|manifest|disk|hub)")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails before the model loads
     if args.adapter:
         # the adapter's whispertune.json knows its language and task better than the config defaults
         model, language, task = args.model, args.language, args.task

@@ -6,6 +6,7 @@ import argparse
 
 from ..data.synth import synthesize_corpus
 from ..errors import UserError
+from .arg_types import COUNT, SEED, float_in, int_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,11 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--splits", default="train,dev,test", help="comma-separated splits to build (default: train,dev,test)")
-    parser.add_argument("--variants", type=int, default=3, help="voices per sentence (default: 3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the voice settings and noise (default: 0)")
-    parser.add_argument("--noise-snr", type=float, metavar="DB", help="mix white/pink noise at this SNR in dB")
+    parser.add_argument("--variants", type=COUNT, default=3, help="voices per sentence (default: 3)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed for the voice settings and noise (default: 0)")
+    parser.add_argument("--noise-snr", type=float_in(-30.0, 100.0), metavar="DB", help="mix white/pink noise at this SNR in dB")
     parser.add_argument("--engines", default="espeak-ng,festival", help="comma-separated engines (default: espeak-ng,festival)")
-    parser.add_argument("--jobs", type=int, default=2, help="clips synthesized in parallel (default: 2)")
+    parser.add_argument("--jobs", type=int_in(1, 256), default=2, help="clips synthesized in parallel (default: 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from ..inference.subtitles import FORMATS, render
+from ..training.run_dir import write_file_atomically
+from .arg_types import BATCH_SIZE, NEW_TOKENS, float_in
 
 DEFAULT_MODEL = "embedded:whisper-base"
 
@@ -30,21 +32,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", metavar="DIR", help="write FILE_STEM.FORMAT here instead of stdout")
     parser.add_argument("--quantization", choices=["none", "int8", "nf4"], default="none")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N")
-    parser.add_argument("--max-new-tokens", type=int, default=255, metavar="N")
-    parser.add_argument("--chunk-seconds", type=float, default=30.0, metavar="S")
-    parser.add_argument("--overlap-seconds", type=float, default=5.0, metavar="S")
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=8, metavar="N", help="windows per forward pass")
+    parser.add_argument("--max-new-tokens", type=NEW_TOKENS, default=255, metavar="N", help="per 30 s window")
+    parser.add_argument("--chunk-seconds", type=float_in(1.0, 30.0), default=30.0, metavar="S",
+                        help="window length, 1 to 30 s")
+    parser.add_argument("--overlap-seconds", type=float_in(0.0, 15.0), default=5.0, metavar="S",
+                        help="overlap of neighbouring windows, at most half of --chunk-seconds")
     parser.set_defaults(func=run)
 
 
 def _output_paths(files: list[str], out_dir: Path, fmt: str) -> list[Path]:
-    """DIR/STEM.FORMAT, with -2, -3 ... added when two inputs share a stem."""
-    seen: dict[str, int] = {}
+    """DIR/STEM.FORMAT, with -2, -3 ... added when a name is taken (two inputs `a/x.wav`, `b/x.wav`; or
+    `x.wav` twice and an `x-2.wav`): no output overwrites another."""
+    taken: set[str] = set()
     paths = []
     for f in files:
-        stem = Path(f).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        paths.append(out_dir / (f"{stem}.{fmt}" if seen[stem] == 1 else f"{stem}-{seen[stem]}.{fmt}"))
+        stem, n = Path(f).stem, 1
+        name = f"{stem}.{fmt}"
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}.{fmt}"
+        taken.add(name)
+        paths.append(out_dir / name)
     return paths
 
 
@@ -52,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.transcribe import transcribe
 
     model = args.model or (None if args.adapter else DEFAULT_MODEL)
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)  # before hours of work: an unusable directory fails now
     transcripts = transcribe(
         args.files, model, args.adapter, language=args.language, task=args.task,
         quantization=args.quantization, device=args.device, batch_size=args.batch_size,
@@ -62,12 +74,10 @@ def run(args: argparse.Namespace) -> int:
     for t in transcripts:
         if t.error is not None:
             print(f"whispertune: error: {t.error}", file=sys.stderr)
-    if args.output_dir:
-        out_dir = Path(args.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
         for t, path in zip(ok, _output_paths([t.path for t in ok], out_dir, args.format)):
-            path.write_text(render(t, args.format), encoding="utf-8")
-            print(f"wrote {path}", file=sys.stderr)
+            write_file_atomically(path, render(t, args.format))
+            print(f"wrote {path} ({t.path})", file=sys.stderr)
     elif args.format == "json" and len(ok) > 1:
         print(json.dumps([json.loads(render(t, "json")) for t in ok], ensure_ascii=False, indent=2))
     else:

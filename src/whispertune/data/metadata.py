@@ -11,8 +11,8 @@ What it guards against (each was a silent change or a crash before):
 - quotes: a quoted field that runs over several physical lines and swallows text that looks like whole rows
   (an unterminated quote) is an error naming the line where it began; a quote still open at the end of the
   file too. A quoted line break inside one transcript that reads as a transcript stays legal;
-- JSON lines: a line that is not a JSON object is skipped (`bad_manifest_line`); NaN/Infinity literals, which
-  Python's json accepts, are refused as values (`bad_manifest_line`).
+- JSON lines: a line that is not a JSON object is skipped (`bad_manifest_line`); so are NaN/Infinity literals,
+  which Python's json accepts, and a key given twice, of which it silently keeps the last.
 Column values are checked by the caller (`sources`): which columns a format needs differs.
 """
 
@@ -53,7 +53,8 @@ def _lines(path: Path, split: str, report: DataReport) -> list[tuple[int, str]]:
             out.append((number, line.decode("utf-8-sig" if number == 1 else "utf-8")))
         except UnicodeDecodeError as exc:
             report.add_seen(split)
-            report.skip(split, f"{path.name}:{number}", str(path), "invalid_utf8", f"line {number}: {exc}")
+            report.skip(split, f"{path.name}:{number}", str(path), "invalid_utf8",
+                        f"line {number}: not UTF-8 ({exc}); re-save the file as UTF-8")
     return out
 
 
@@ -125,13 +126,23 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json keeps the last of two equal keys silently; which transcript was meant is unknown."""
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise ValueError(f"the key {key!r} appears twice")
+        row[key] = value
+    return row
+
+
 def _jsonl_rows(path: Path, lines: list[tuple[int, str]], split: str, report: DataReport) -> list[Row]:
     rows: list[Row] = []
     for number, text in lines:
         if not text.strip():
             continue
         try:
-            row = json.loads(text, parse_constant=_refuse_constant)
+            row = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicate_keys)
         except ValueError as exc:  # JSONDecodeError is a ValueError
             row = exc
         if not isinstance(row, dict):

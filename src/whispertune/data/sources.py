@@ -17,7 +17,8 @@ import datasets
 from datasets import Audio, Dataset, DatasetDict, IterableDataset, Value
 
 from ..config import DataConfig
-from ..errors import ConfigError, UserError
+from ..errors import AudioError, ConfigError, UserError
+from .audio import check_audio_path
 from .metadata import read_rows
 from .report import DataReport
 
@@ -78,13 +79,14 @@ def _local_rows(
             continue
         try:
             audio_path = (base / file_value).resolve()
-            found = audio_path.is_file()
         except (OSError, RuntimeError) as exc:  # a symlink loop (ELOOP), a name too long...
             report.skip(split, where, str(base / file_value), "unreadable_path", f"line {number}: {exc}")
             continue
         row_id = str(row["id"]) if row.get("id") not in (None, "") else str(audio_path)
-        if not found:
-            report.skip(split, row_id, str(audio_path), "missing_file", f"{where}: audio file not found")
+        try:
+            check_audio_path(audio_path)
+        except AudioError as exc:  # missing, a directory, a loop or a name too long, an empty file
+            report.skip(split, row_id, str(audio_path), exc.reason, f"{where}: {exc}")
             continue
         out.append({"id": row_id, "audio": {"path": str(audio_path), "bytes": None}, "text": text})
     return out

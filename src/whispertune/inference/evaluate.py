@@ -31,7 +31,7 @@ from ..data.features import prepare_split
 from ..data.report import DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
-from .generation import Loaded, generate_batch, load_for_inference
+from .generation import Loaded, check_decoding, generate_batch, load_for_inference
 from .metrics import error_rates, utterance_rates
 from .normalize import NormalizerKind
 
@@ -214,6 +214,7 @@ def evaluate(
         loaded = load_for_inference(
             model, adapter, quantization=quantization, device=device, language=language, task=task
         )
+    check_decoding(loaded, max_new_tokens, num_beams)
     batch_size = resolve_batch_size(batch_size, loaded.info.get("device", "cpu"))
     report = DataReport()
     prepared = prepare_eval_data(loaded, data=data, split=split, dataset=dataset, max_samples=max_samples,

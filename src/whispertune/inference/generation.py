@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig, QuantizationConfig
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, reading
 
 ADAPTER_META = "whispertune.json"
 _PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -151,7 +151,8 @@ def load_for_inference(
         from peft import PeftModel
 
         try:
-            net = PeftModel.from_pretrained(base, adapter, is_trainable=False)
+            with reading(f"adapter {adapter}"):  # a truncated adapter_model.safetensors names the adapter
+                net = PeftModel.from_pretrained(base, adapter, is_trainable=False)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load adapter {adapter!r} on {model!r}: {exc}") from None
         merged = quantization == "none" and next(base.parameters()).device.type == "cuda"
@@ -171,6 +172,23 @@ def load_for_inference(
         "adapter_merged": adapter is not None and merged,
     }
     return Loaded(model=net, processor=processor, info=info)
+
+
+def check_decoding(loaded: Loaded, max_new_tokens: int, num_beams: int = 1) -> None:
+    """Refuse decoding settings the loaded model cannot run, before any audio is read (ConfigError).
+
+    Whisper's decoder has `max_target_positions` (448) places, and its prompt (start, language, task,
+    no-timestamps: those the model has) takes some of them.
+    """
+    gen = loaded.model.generation_config
+    prompt = 1 + bool(getattr(gen, "lang_to_id", None)) + bool(getattr(gen, "task_to_id", None)) + (
+        getattr(gen, "no_timestamps_token_id", None) is not None)
+    limit = int(_base_model(loaded.model).config.max_target_positions) - prompt
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
+        raise ConfigError(f"max_new_tokens: got {max_new_tokens!r}, expected an integer in [1, {limit}] for this "
+                          f"model ({limit + prompt} decoder positions, {prompt} of them taken by its prompt)")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ConfigError(f"num_beams: got {num_beams!r}, expected a positive integer (1: greedy)")
 
 
 def _base_model(model: Any) -> Any:

@@ -12,19 +12,25 @@ Segments are per window: each covers the window's own span (overlaps split in th
 subtitle cues are at most `chunk_seconds - overlap_seconds` long. Windows whose loudest 30 ms frame
 is below `SILENCE_RMS` are not transcribed (Whisper invents text on silence). Languages written
 without spaces are merged by whole window texts only (no word to align on).
+
+Memory stays bounded whatever the length or number of files: audio is read block by block
+(`data.audio.stream_audio`), cut into windows as it arrives, and each batch of windows is transcribed as
+soon as it is full, so at most one window plus one block per file and one batch are held, never a whole
+file (see docs/reliability.md for the measured peak on a 1-hour file).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.audio import load_audio
-from ..errors import AudioError, UserError
-from .generation import Loaded, generate_batch, load_for_inference
+from ..data.audio import audio_seconds, stream_audio
+from ..errors import AudioError, ConfigError, UserError
+from .generation import Loaded, check_decoding, generate_batch, load_for_inference
 from .normalize import normalize_text
 
 SAMPLE_RATE = 16000
@@ -57,11 +63,21 @@ class Window:
     own_end: float
 
 
+def window_samples(chunk_seconds: float, overlap_seconds: float) -> tuple[int, int]:
+    """(window length, step) in samples; ConfigError unless 1 <= chunk <= 30 s and 0 <= overlap <= chunk / 2.
+
+    Beyond half the window, a word would be heard by three windows, and the merge aligns neighbours only;
+    below 1 s (or a step of almost nothing) an hour of audio would become millions of windows.
+    """
+    if not (1.0 <= chunk_seconds <= 30.0 and 0.0 <= overlap_seconds <= chunk_seconds / 2):
+        raise ConfigError(f"chunk_seconds {chunk_seconds}, overlap_seconds {overlap_seconds}: expected a chunk of "
+                          "1 to 30 s and an overlap of 0 to half the chunk")
+    return int(chunk_seconds * SAMPLE_RATE), int((chunk_seconds - overlap_seconds) * SAMPLE_RATE)
+
+
 def plan_windows(n_samples: int, chunk_seconds: float = 30.0, overlap_seconds: float = 5.0) -> list[Window]:
     """Windows of `chunk_seconds` every `chunk_seconds - overlap_seconds`, the last one ending at the end."""
-    if not 0 <= overlap_seconds < chunk_seconds <= 30:
-        raise UserError(f"need 0 <= overlap ({overlap_seconds}) < chunk ({chunk_seconds}) <= 30 seconds")
-    chunk, step = int(chunk_seconds * SAMPLE_RATE), int((chunk_seconds - overlap_seconds) * SAMPLE_RATE)
+    chunk, step = window_samples(chunk_seconds, overlap_seconds)
     starts = [0]
     while starts[-1] + chunk < n_samples:
         starts.append(starts[-1] + step)
@@ -74,13 +90,29 @@ def plan_windows(n_samples: int, chunk_seconds: float = 30.0, overlap_seconds: f
     return windows
 
 
+def stream_windows(blocks: Iterable[np.ndarray], chunk: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, samples) of each window `plan_windows` plans, cut from consecutive blocks of audio as they come.
+
+    A window is complete, and not the last, once more audio than it holds has arrived after its start; the
+    last one is what is left at the end. Only one window plus one block are held at a time.
+    """
+    buffer, start = np.zeros(0, np.float32), 0
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        while len(buffer) > chunk:
+            yield start, buffer[:chunk].copy()
+            buffer, start = buffer[step:], start + step
+    yield start, buffer[:chunk].copy()
+
+
 def is_silent(audio: np.ndarray, threshold: float = SILENCE_RMS) -> bool:
-    """True when no 30 ms frame of `audio` reaches RMS `threshold`."""
+    """True when no 30 ms frame of `audio` reaches RMS `threshold` (about its mean: a DC offset is silence)."""
     if audio.size == 0:
         return True
     n = audio.size // _FRAME
     frames = audio[None, :] if n == 0 else audio[: n * _FRAME].reshape(n, _FRAME)
-    return float(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)).max()) < threshold
+    frames = frames.astype(np.float64)
+    return float(np.sqrt(((frames - frames.mean(axis=1, keepdims=True)) ** 2).mean(axis=1)).max()) < threshold
 
 
 def find_overlap(previous: list[str], following: list[str], language: str | None,
@@ -144,47 +176,65 @@ def transcribe(
     progress: bool = True,
     loaded: Loaded | None = None,
 ) -> list[Transcript]:
-    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on."""
-    if batch_size <= 0 or max_new_tokens <= 0:
-        raise UserError("batch_size and max_new_tokens must be positive integers")
+    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
+
+    Progress is shown in seconds of audio done (the total from the files' headers).
+    """
+    chunk, step = window_samples(chunk_seconds, overlap_seconds)  # before the model loads: fail fast
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise UserError(f"batch_size: got {batch_size!r}, expected a positive integer")
     if loaded is None:
         loaded = load_for_inference(model, adapter, quantization=quantization, device=device,
                                     language=language, task=task)
-    transcripts: list[Transcript] = []
-    jobs: list[tuple[int, int, np.ndarray]] = []  # (transcript index, window index, samples)
-    plans: list[list[Window]] = []
-    for path in files:
-        try:
-            audio = load_audio(path, sampling_rate=SAMPLE_RATE)
-        except AudioError as exc:
-            transcripts.append(Transcript(str(path), "", None, error=str(exc)))
-            plans.append([])
-            continue
-        windows = plan_windows(len(audio), chunk_seconds, overlap_seconds)
-        for j, w in enumerate(windows):
-            piece = audio[w.start : w.end]
-            if not is_silent(piece):
-                jobs.append((len(transcripts), j, piece))
-        transcripts.append(Transcript(str(path), "", loaded.info.get("language"), duration=len(audio) / SAMPLE_RATE))
-        plans.append(windows)
-
-    texts = [[""] * len(p) for p in plans]
-    detected: list[list[str]] = [[] for _ in plans]
+    check_decoding(loaded, max_new_tokens, num_beams)
+    transcripts = [Transcript(str(path), "", loaded.info.get("language")) for path in files]
+    texts: list[list[str]] = [[] for _ in files]
+    detected: list[list[str]] = [[] for _ in files]
+    pending: list[tuple[int, int, np.ndarray, float]] = []  # (file, window, samples, seconds of new audio)
     extractor = loaded.processor.feature_extractor
-    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
-    for batch in tqdm(batches, desc="transcribe", unit="batch", disable=not progress or not batches):
-        feats = extractor([b[2] for b in batch], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+    bar = tqdm(total=round(sum(audio_seconds(p) or 0.0 for p in files), 1), desc="transcribe", unit="s",
+               disable=not progress)
+
+    def run_pending() -> None:
+        if not pending:
+            return
+        feats = extractor([p[2] for p in pending], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                    autocast=autocast)
-        for (t, j, _), text, lang in zip(batch, generated.texts, generated.languages):
+        for (t, j, _, _), text, lang in zip(pending, generated.texts, generated.languages):
             texts[t][j] = text
             if lang:
                 detected[t].append(lang)
+        bar.update(sum(p[3] for p in pending))
+        pending.clear()
+
+    lengths = [0] * len(files)
+    for t, path in enumerate(files):
+        done = 0  # samples of this file whose window is planned
+        try:
+            for j, (start, piece) in enumerate(stream_windows(stream_audio(path, SAMPLE_RATE), chunk, step)):
+                texts[t].append("")
+                seconds, done = (start + len(piece) - done) / SAMPLE_RATE, start + len(piece)
+                if is_silent(piece):
+                    bar.update(seconds)
+                    continue
+                pending.append((t, j, piece, seconds))
+                if len(pending) >= batch_size:
+                    run_pending()
+        except AudioError as exc:
+            transcripts[t].error = str(exc)
+            pending[:] = [p for p in pending if p[0] != t]
+            continue
+        lengths[t] = done
+    run_pending()
+    bar.close()
 
     for t, transcript in enumerate(transcripts):
         if transcript.error:
             continue
-        transcript.segments = merge_windows(texts[t], plans[t], transcript.language)
+        transcript.duration = lengths[t] / SAMPLE_RATE
+        transcript.segments = merge_windows(texts[t], plan_windows(lengths[t], chunk_seconds, overlap_seconds),
+                                            transcript.language)
         transcript.text = " ".join(s.text for s in transcript.segments)
         if transcript.language is None and detected[t]:
             transcript.language = max(set(detected[t]), key=detected[t].count)

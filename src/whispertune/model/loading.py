@@ -12,11 +12,12 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, QuantizationConfig
-from ..errors import HardwareError, UserError
+from ..errors import HardwareError, UserError, reading
 from ..languages import resolve_language
 from ..pretrained.embedded import resolve_model_name
 from .bnb import bnb_config, check_device_map, check_quantization
 from .device import resolve_compute_dtype, resolve_device
+from .local_dirs import check_model_dir, check_processor_dir
 
 
 def resolve_name(name: str) -> str:
@@ -42,10 +43,9 @@ def load_processor(model_path: str, language: str | None, task: str, *, revision
     from transformers import AutoProcessor
 
     path = resolve_name(model_path)
-    try:
+    check_processor_dir(Path(path))
+    with reading(f"the processor of {model_path}"):
         processor = AutoProcessor.from_pretrained(path, revision=revision, token=token, trust_remote_code=False)
-    except OSError as exc:
-        raise UserError(f"cannot load the processor of {model_path!r}: {exc}") from None
     code = _language_code(language)
     if code is not None:
         processor.tokenizer.set_prefix_tokens(language=code, task=task)
@@ -85,10 +85,10 @@ def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_trai
         kwargs["dtype"] = compute if quant_cfg.mode == "nf4" or device == "cpu" else torch.float16
         kwargs["device_map"] = {"": "cpu"} if device == "cpu" else quant_cfg.device_map
     name = resolve_name(model_cfg.name_or_path)
+    check_model_dir(Path(name))
     try:
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        raise UserError(f"cannot load model {model_cfg.name_or_path!r}: {exc}") from None
+        with reading(f"model {model_cfg.name_or_path}"):
+            model = AutoModelForSpeechSeq2Seq.from_pretrained(name, **kwargs)
     except ImportError as exc:  # flash_attention_2 or bitsandbytes backend missing
         raise HardwareError(f"cannot load {model_cfg.name_or_path!r} with this setup: {exc}") from None
     if quant_cfg.mode == "none":
