@@ -19,6 +19,7 @@ import torch
 
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import ConfigError, UserError
+from ..model.parts import base_model, input_dtype
 
 ADAPTER_META = "whispertune.json"
 _PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -173,16 +174,6 @@ def load_for_inference(
     return Loaded(model=net, processor=processor, info=info)
 
 
-def _base_model(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def input_dtype(model: Any) -> torch.dtype:
-    """The dtype the encoder's first weights have (input features are cast to it)."""
-    encoder = _base_model(model).get_encoder()
-    return next(p.dtype for p in encoder.parameters() if p.is_floating_point())
-
-
 @dataclass
 class Generated:
     """Decoded texts plus the full token sequences (prefix included) and the language token of each."""
@@ -211,7 +202,7 @@ def generate_batch(
     model = loaded.model
     device = torch.device(loaded.info.get("device", "cpu"))
     feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(model))
-    use_autocast = autocast and device.type == "cuda" and is_quantized(_base_model(model))
+    use_autocast = autocast and device.type == "cuda" and is_quantized(base_model(model))
     dtype = torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported() else torch.float16
     gen = model.generation_config
     kwargs = generate_kwargs(loaded)

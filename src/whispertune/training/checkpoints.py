@@ -21,7 +21,7 @@ from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
-from ..inference.generation import input_dtype
+from ..model.parts import input_dtype
 from .guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 
 STAGING = ".tmp"
