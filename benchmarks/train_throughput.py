@@ -68,16 +68,12 @@ def sdpa_context(name: str):
 
 
 def build(model_dir: Path, preset: presets.SpeedPreset):
-    """The peft model configured like `preset`; registered under a temporary preset name for prepare_model."""
+    """The peft model configured like `preset`."""
     model = common.load_lora_model(model_dir, preset.quantization, preset.precision, preset.prepare_kbit,
                                    preset.freeze_encoder, attn=preset.attn_implementation)
     if preset.prepare_kbit and preset.quantization != "none":
         return model  # peft's preparation already set reentrant checkpointing of every layer (the recipe)
-    presets.PRESETS["_bench"] = preset
-    try:
-        return preset_surgery.prepare_model(model, "_bench")
-    finally:
-        del presets.PRESETS["_bench"]
+    return preset_surgery.prepare_model(model, preset)
 
 
 def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, results_name: str = "train_throughput",

@@ -28,7 +28,6 @@ from datasets import Array2D, Dataset, IterableDataset, Value
 
 from ..config import DataConfig
 from ..errors import AudioError, UserError
-from ..languages import resolve_language
 from .audio import SAMPLE_RATE, audio_problem, load_audio
 from .report import DataReport
 
@@ -232,12 +231,12 @@ def prepare_split(
 ) -> Dataset | IterableDataset:
     """Features and labels for `examples`; skipped rows go to `report` under `split`.
 
-    Columns: input_features (n_mels x 3000 float32), labels (prefix + text + <|endoftext|>), duration, id, text.
+    `language`: a Whisper code (or None) as the caller resolved it. Columns: input_features (n_mels x 3000
+    float32), labels (prefix + text + <|endoftext|>), duration, id, text.
     Raises UserError when no example is usable.
     """
     report = report if report is not None else DataReport()
-    resolved = resolve_language(language)
-    featurizer = Featurizer(processor, resolved[0] if resolved else None, task, max_label_length, data.max_duration_s)
+    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s)
     if isinstance(examples, IterableDataset):
         return _prepare_stream(examples, featurizer, report, split, max_samples)
     if not report.has_split(split):

@@ -79,16 +79,6 @@ def base_of_adapter(config: dict[str, Any], meta: dict[str, Any], adapter: str) 
     raise UserError(f"{adapter}: its config names no base model; pass --model")
 
 
-def language_code(language: str | None) -> str | None:
-    """Whisper language code for a name or code ("Marathi" -> "mr"); None stays None."""
-    if language is None:
-        return None
-    from ..languages import resolve_language  # lazy: `whispertune --help` imports this module
-
-    resolved = resolve_language(language)
-    return resolved[1] if resolved else None
-
-
 def generate_kwargs(loaded: Loaded) -> dict[str, Any]:
     """`language=`/`task=` for `model.generate` (never forced decoder ids).
 
@@ -118,8 +108,10 @@ def load_for_inference(
 ) -> Loaded:
     """Load `model` (+ `adapter`) for inference. `task=None` means the adapter's task, else "transcribe"."""
     # lazy: `whispertune --help` imports this module (commands/export -> interop), and these pull in transformers
+    from ..languages import language_code
     from ..model.bnb import cast_inputs_at_int8_layers
-    from ..model.loading import load_base, load_processor
+    from ..model.device import resolve_device
+    from ..model.loading import load_base, load_processor, resolve_name
 
     if quantization not in ("none", "int8", "nf4"):
         raise ConfigError(f"quantization: got {quantization!r}, expected one of 'none', 'int8', 'nf4'")
@@ -138,14 +130,16 @@ def load_for_inference(
     task = task or meta.get("task") or "transcribe"
     if task not in ("transcribe", "translate"):
         raise ConfigError(f"task: got {task!r}, expected 'transcribe' or 'translate'")
+    # resolved once here; the loaders below take the results
     code = language_code(language)
-
-    model_cfg = ModelConfig(name_or_path=model, language=code, task=task)
+    device = resolve_device(device)
+    path = resolve_name(model)
+    model_cfg = ModelConfig(name_or_path=path, language=code, task=task)
     base = load_base(model_cfg, QuantizationConfig(mode=quantization), for_training=False, device=device)
     if quantization == "int8":
         # fp32 activations would reach the int8 matmuls, which cast them to fp16 and warn on every call
         cast_inputs_at_int8_layers(base)
-    processor_path = adapter if adapter is not None and _has_processor(adapter) else model
+    processor_path = adapter if adapter is not None and _has_processor(adapter) else path
     processor = load_processor(processor_path, code, task)
     net = base
     if adapter is not None:

@@ -19,9 +19,16 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..data.features import default_cache_dir
 from ..model.parts import base_model, encoder, input_dtype
 
 STORE_DTYPE = torch.float16
+
+
+def encoder_cache_dir(features_cache_dir: str | None) -> Path:
+    """Where cached encoder outputs live: `encoder/` inside `data.cache_dir` when one is set, else next to the
+    default features cache (`<user cache>/whispertune/encoder`)."""
+    return Path(features_cache_dir) / "encoder" if features_cache_dir else default_cache_dir().parent / "encoder"
 
 
 @torch.inference_mode()

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from ..model.fp8 import convert_frozen_linears
-from .presets import get_preset
+from .presets import SpeedPreset
 
 
 def _whisper_core(model: torch.nn.Module) -> torch.nn.Module:
@@ -50,16 +50,15 @@ def _freeze_encoder(core: torch.nn.Module) -> None:
     encoder.forward = no_grad_forward
 
 
-def prepare_model(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """Model-level changes of preset `name`, on a model that already carries its LoRA adapters.
+def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Module:
+    """Model-level changes of `preset`, on a model that already carries its LoRA adapters.
 
     The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
     """
-    preset = get_preset(name)
     core = _whisper_core(model)
     if preset.freeze_encoder:
         if any(p.requires_grad for p in core.encoder.parameters()):
-            raise ConfigError(f"preset {name!r} needs LoRA on the decoder only (train.freeze_encoder: true)")
+            raise ConfigError(f"preset {preset.name!r} needs LoRA on the decoder only (train.freeze_encoder: true)")
         _freeze_encoder(core)
     if preset.checkpointing != "none":
         # Checkpointing needs a grad-carrying input into the first layer only with the reentrant flavour.

@@ -1,9 +1,11 @@
 """Speed presets: named sets of precision / quantization / checkpointing / attention / compile choices.
 
-`apply_preset(cfg, name)` sets the config fields a preset decides (the trainer then loads the model as
-usual); `preset_surgery.prepare_model(model, name)` makes the model-level changes that have no config
-field (which layers are checkpointed, regional torch.compile, frozen encoder). Measured effects are in
-`benchmarks/NOTES.md`; the presets below are the ones that won there.
+A preset is a `SpeedPreset` object, passed explicitly: `resolve_preset(cfg, device)` picks one (or None),
+`apply_preset(cfg, preset)` sets the config fields it decides and prints each change (the trainer then
+loads the model as usual), and `preset_surgery.prepare_model(model, preset)` makes the model-level
+changes that have no config field (which layers are checkpointed, regional torch.compile, frozen
+encoder). A variant is `dataclasses.replace(get_preset("lean"), batch_size=16)`; the table of named
+presets is read-only. Measured effects are in `benchmarks/NOTES.md`; the presets below won there.
 
 Presets:
 - `recipe`: the reference recipe (int8 weights, peft k-bit preparation: fp32 norms, reentrant
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from ..config import Config
@@ -32,6 +35,7 @@ from ..model.fp8 import check_fp8_device
 
 @dataclass(frozen=True)
 class SpeedPreset:
+    name: str  # what `train.speed_preset` names it (and records once applied)
     quantization: Literal["none", "int8", "nf4"]
     precision: Literal["bf16", "fp16", "fp32"]
     prepare_kbit: bool  # peft's prepare_model_for_kbit_training (fp32 norms, input-grad hook)
@@ -45,17 +49,18 @@ class SpeedPreset:
     fp8_weights: bool = False  # frozen layer weights stored and multiplied in float8 (model/fp8.py)
 
 
-PRESETS: dict[str, SpeedPreset] = {
-    "recipe": SpeedPreset("int8", "fp16", True, "all", True, False, False, 8),
-    "plain": SpeedPreset("none", "bf16", False, "none", False, False, False, 8),
+# read-only: a changed preset is a new object (dataclasses.replace), passed where it is used
+PRESETS: MappingProxyType[str, SpeedPreset] = MappingProxyType({p.name: p for p in (
+    SpeedPreset("recipe", "int8", "fp16", True, "all", True, False, False, 8),
+    SpeedPreset("plain", "none", "bf16", False, "none", False, False, False, 8),
     # batch 32: 67 GiB on large-v2, fits an 80 GB H100 (batch 48 gains ~4 % more but needs 98 GiB)
-    "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
+    SpeedPreset("fast", "none", "bf16", False, "none", False, True, False, 32),
     # batch 12: 5.34 GiB on large-v2, the most that fits under the recipe's 5.45 GiB
-    "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    SpeedPreset("lean", "none", "bf16", False, "all", False, True, False, 12),
     # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
-    "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
-    "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
-}
+    SpeedPreset("fast-fp8", "none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
+    SpeedPreset("fast-frozen-encoder", "none", "bf16", False, "none", False, True, True, 32),
+)})
 
 
 def get_preset(name: str) -> SpeedPreset:
@@ -64,13 +69,12 @@ def get_preset(name: str) -> SpeedPreset:
     return PRESETS[name]
 
 
-def apply_preset(cfg: Config, name: str) -> Config:
-    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept.
+def apply_preset(cfg: Config, preset: SpeedPreset) -> Config:
+    """A copy of `cfg` with the fields `preset` decides set, each change printed; everything else is kept.
 
     The batch is the preset's unless `train.speed_batch_size` names another (the presets' batches fit an
     80 GB GPU; a larger GPU can take more, see docs/speed.md).
     """
-    preset = get_preset(name)
     out = copy.deepcopy(cfg)
     out.quantization.mode = preset.quantization
     if preset.quantization == "nf4":
@@ -81,9 +85,9 @@ def apply_preset(cfg: Config, name: str) -> Config:
     out.train.freeze_encoder = preset.freeze_encoder
     out.train.per_device_batch_size = cfg.train.speed_batch_size or preset.batch_size
     out.model.attn_implementation = preset.attn_implementation
-    out.train.speed_preset = name
+    out.train.speed_preset = preset.name
     for section, field, before, after in _changed(cfg, out):  # nothing a preset overrides goes unsaid
-        print(f"speed preset {name}: {section}.{field} {before!r} -> {after!r}")
+        print(f"speed preset {preset.name}: {section}.{field} {before!r} -> {after!r}")
     return out
 
 
@@ -93,7 +97,7 @@ def _changed(before: Config, after: Config) -> list[tuple[str, str, object, obje
             for key, value in fields.items() if old[section].get(key) != value]
 
 
-def resolve_preset(cfg: Config, device: str) -> str | None:
+def resolve_preset(cfg: Config, device: str) -> SpeedPreset | None:
     """The preset `train()` applies for `cfg.train.speed_preset` on `device`, or None (config as written).
 
     Presets are GPU measurements: on a CPU nothing is applied. `auto` on CUDA is `lean` (the recipe's
@@ -104,10 +108,11 @@ def resolve_preset(cfg: Config, device: str) -> str | None:
     if not device.startswith("cuda"):
         return None
     if name == "auto":
-        return None if cfg.train.freeze_encoder else "lean"
-    if cfg.train.cache_encoder_outputs and not get_preset(name).freeze_encoder:
+        return None if cfg.train.freeze_encoder else PRESETS["lean"]
+    preset = get_preset(name)
+    if cfg.train.cache_encoder_outputs and not preset.freeze_encoder:
         raise ConfigError(f"train.speed_preset={name} trains the encoder, but train.cache_encoder_outputs is on; "
                           "use speed_preset auto or fast-frozen-encoder")
-    if get_preset(name).fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
+    if preset.fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
         check_fp8_device(device)
-    return name
+    return preset
