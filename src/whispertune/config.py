@@ -21,6 +21,8 @@ from .errors import ConfigError
 # The speed presets' names; their settings are training.presets.PRESETS, a table keyed by these names.
 # Only the names live here, so that `train.speed_preset` is checked like any other Literal field.
 SpeedPresetName = Literal["recipe", "plain", "fast", "lean", "fast-fp8", "fast-frozen-encoder"]
+# How the base's weights are held: as stored, or quantized on load by bitsandbytes (model/bnb.py)
+QuantizationMode = Literal["none", "int8", "nf4"]
 
 
 @dataclass
@@ -35,7 +37,7 @@ class ModelConfig:
 
 @dataclass
 class QuantizationConfig:
-    mode: Literal["none", "int8", "nf4"] = "none"
+    mode: QuantizationMode = "none"
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # nf4 compute dtype
     double_quant: bool = True  # nf4 double quantization
     llm_int8_threshold: float = 6.0
@@ -106,7 +108,7 @@ class TrainingConfig:
 
 @dataclass
 class EvaluationConfig:
-    batch_size: int = 0  # 0: auto (inference.evaluate.DEFAULT_GPU_BATCH on a GPU, 8 on a CPU)
+    batch_size: int = 0  # 0: auto (inference.options.resolve_batch_size: by GPU memory, 8 on a CPU)
     sort_by_length: bool = True
     normalizer: Literal["auto", "basic", "english", "none"] = "auto"
     autocast: bool = True  # mixed precision for quantized bases on GPU

@@ -101,11 +101,12 @@ def test_merge_writes_checkpoint(merged_dir, adapter_dir):
 
 def test_merged_equals_adapter(merged_dir, adapter_dir, clips):
     from whispertune.inference.generation import load_for_inference
+    from whispertune.inference.options import LoadOptions
     from whispertune.inference.transcribe import transcribe
 
     with_adapter = load_for_inference(adapter=str(adapter_dir))
     merged = load_for_inference(str(merged_dir))
-    base = load_for_inference(BASE, language="en")
+    base = load_for_inference(BASE, options=LoadOptions(language="en"))
     files = [c.path for c in clips]
     texts_adapter = [t.text for t in transcribe(files, loaded=with_adapter, progress=False)]
     texts_merged = [t.text for t in transcribe(files, loaded=merged, progress=False)]

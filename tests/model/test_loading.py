@@ -9,6 +9,7 @@ import torch
 from tests.helpers import stage_config
 from whispertune.errors import HardwareError
 from whispertune.inference.generation import load_for_inference
+from whispertune.inference.options import LoadOptions
 from whispertune.model.bnb import is_quantized
 from whispertune.model.loading import load_base, load_processor
 from whispertune.model.lora import add_lora
@@ -36,7 +37,7 @@ def test_unavailable_device_is_a_hardware_error(tiny_whisper_dir):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     with pytest.raises(HardwareError, match="no CUDA GPU"):  # the device is resolved where loading starts
-        load_for_inference(str(tiny_whisper_dir), quantization="int8", device="cuda")
+        load_for_inference(str(tiny_whisper_dir), options=LoadOptions(quantization="int8", device="cuda"))
 
 
 def test_training_base_is_loaded_in_the_training_dtype(tiny_whisper_dir):

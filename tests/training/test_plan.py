@@ -22,7 +22,7 @@ RESOLVERS = {
     "whispertune.model.device": ("resolve_device", "resolve_compute_dtype"),
     "whispertune.training.presets": ("resolve_preset", "get_preset"),
     "whispertune.training.plan": ("resolve_plan", "resolve_precision"),
-    "whispertune.inference.evaluate": ("resolve_batch_size",),
+    "whispertune.inference.options": ("resolve_batch_size",),
 }
 
 

@@ -67,7 +67,7 @@ class Featurizer:
     def __init__(self, processor: Any, language: str | None, task: str, max_label_length: int, max_duration_s: float):
         self.feature_extractor = processor.feature_extractor
         if self.feature_extractor.sampling_rate != SAMPLE_RATE:
-            raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses 16000")
+            raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses {SAMPLE_RATE}")
         # A copy: set_prefix_tokens changes the tokenizer, which belongs to the caller.
         self.tokenizer = copy.deepcopy(processor.tokenizer)
         self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)

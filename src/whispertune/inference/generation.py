@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig, QuantizationConfig
-from ..errors import ConfigError, UserError
+from ..errors import UserError
 from ..model.parts import base_model, input_dtype
+from .options import TASKS, LoadOptions
 
 ADAPTER_META = "whispertune.json"
 _PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -97,24 +98,16 @@ def _has_processor(path: str) -> bool:
     return Path(path).is_dir() and any((Path(path) / f).is_file() for f in _PROCESSOR_FILES)
 
 
-def load_for_inference(
-    model: str | None = None,
-    adapter: str | None = None,
-    *,
-    quantization: str = "none",
-    device: str | None = None,
-    language: str | None = None,
-    task: str | None = None,
-) -> Loaded:
-    """Load `model` (+ `adapter`) for inference. `task=None` means the adapter's task, else "transcribe"."""
+def load_for_inference(model: str | None = None, adapter: str | None = None,
+                       options: LoadOptions = LoadOptions()) -> Loaded:
+    """Load `model` (+ `adapter`) for inference as `options` say (see inference/options.py)."""
     # lazy: `whispertune --help` imports this module (commands/export -> interop), and these pull in transformers
     from ..languages import language_code
     from ..model.bnb import cast_inputs_at_int8_layers
     from ..model.device import resolve_device
     from ..model.loading import load_base, load_processor, resolve_name
 
-    if quantization not in ("none", "int8", "nf4"):
-        raise ConfigError(f"quantization: got {quantization!r}, expected one of 'none', 'int8', 'nf4'")
+    quantization = options.quantization
     meta: dict[str, Any] = {}
     merged = False
     if adapter is not None:
@@ -126,13 +119,13 @@ def load_for_inference(
             model = base_of_adapter(adapter_config, meta, adapter)
     if model is None:
         raise UserError("no model given: pass a model (Hub id, directory or embedded:whisper-base) or an adapter")
-    language = language if language is not None else meta.get("language")
-    task = task or meta.get("task") or "transcribe"
-    if task not in ("transcribe", "translate"):
-        raise ConfigError(f"task: got {task!r}, expected 'transcribe' or 'translate'")
+    language = options.language if options.language is not None else meta.get("language")
+    task = options.task or meta.get("task") or "transcribe"
+    if task not in TASKS:
+        raise UserError(f"{adapter}: {ADAPTER_META} names task {task!r}; expected 'transcribe' or 'translate'")
     # resolved once here; the loaders below take the results
     code = language_code(language)
-    device = resolve_device(device)
+    device = resolve_device(options.device)
     path = resolve_name(model)
     model_cfg = ModelConfig(name_or_path=path, language=code, task=task)
     base = load_base(model_cfg, QuantizationConfig(mode=quantization), for_training=False, device=device)
@@ -180,22 +173,28 @@ class Generated:
 
 def generate_batch(
     loaded: Loaded,
-    features: np.ndarray | torch.Tensor,
+    inputs: np.ndarray | torch.Tensor,
     *,
+    encoded: bool = False,
     max_new_tokens: int = 255,
     num_beams: int = 1,
     autocast: bool = True,
 ) -> Generated:
     """Greedy (or beam) generation for a batch of (B, mel, 3000) log-Mel features, no gradients.
 
-    Quantized bases on CUDA run under `torch.autocast` in their compute dtype (fp16 inputs reach the
-    int8 matmuls as bitsandbytes expects); elsewhere the model's own dtype is used.
+    `encoded`: `inputs` are encoder outputs (B, frames, d_model) instead, e.g. those cached for frozen-encoder
+    training (training/encoder_cache.py): the encoder is not run again. Quantized bases on CUDA run under
+    `torch.autocast` in their compute dtype (fp16 inputs reach the int8 matmuls as bitsandbytes expects);
+    elsewhere the model's own dtype is used.
     """
-    from ..model.bnb import is_quantized  # lazy: `whispertune --help` imports this module
+    from transformers.modeling_outputs import BaseModelOutput  # lazy: `whispertune --help` imports this module
+
+    from ..model.bnb import is_quantized
 
     model = loaded.model
     device = torch.device(loaded.info.get("device", "cpu"))
-    feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(model))
+    feats = torch.as_tensor(inputs).to(device=device, dtype=input_dtype(model))
+    model_inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=feats)} if encoded else {"input_features": feats}
     use_autocast = autocast and device.type == "cuda" and is_quantized(base_model(model))
     dtype = torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported() else torch.float16
     gen = model.generation_config
@@ -204,12 +203,12 @@ def generate_batch(
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
         if lang_ids and "language" not in kwargs:
             # detected here rather than inside generate, so that the language of each clip is known
-            detected = model.detect_language(input_features=feats).tolist()
+            detected = model.detect_language(**model_inputs).tolist()
             id_to_lang = {v: k[2:-2] for k, v in lang_ids.items()}
             kwargs["language"] = [id_to_lang[int(i)] for i in detected]
         # No return_dict_in_generate: with it, transformers 5 copies every layer's KV cache of every clip
         # to the CPU and back (15 GiB a batch of 64 on large-v2); that made evaluation 13x slower.
-        new = model.generate(input_features=feats, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+        new = model.generate(**model_inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
     new_tokens = new.tolist()
     languages = kwargs.get("language")
     if not isinstance(languages, list):

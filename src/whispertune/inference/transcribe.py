@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.audio import load_audio
+from ..data.audio import SAMPLE_RATE, load_audio
 from ..errors import AudioError, UserError
 from .generation import Loaded, generate_batch, load_for_inference
 from .normalize import normalize_text
+from .options import DecodingOptions, LoadOptions, resolve_batch_size
 
-SAMPLE_RATE = 16000
 SILENCE_RMS = 0.003  # about -50 dBFS
 _FRAME = 480  # 30 ms at 16 kHz
 
@@ -131,25 +131,19 @@ def transcribe(
     model: str | None = None,
     adapter: str | None = None,
     *,
-    language: str | None = None,
-    task: str | None = None,
-    quantization: str = "none",
-    device: str | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 255,
-    num_beams: int = 1,
+    load: LoadOptions = LoadOptions(),
+    decoding: DecodingOptions = DecodingOptions(batch_size=8),
     chunk_seconds: float = 30.0,
     overlap_seconds: float = 5.0,
-    autocast: bool = True,
     progress: bool = True,
     loaded: Loaded | None = None,
 ) -> list[Transcript]:
-    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on."""
-    if batch_size <= 0 or max_new_tokens <= 0:
-        raise UserError("batch_size and max_new_tokens must be positive integers")
+    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
+
+    `load`: what to load (ignored with `loaded`); `decoding`: how to generate (batch: windows per call)."""
     if loaded is None:
-        loaded = load_for_inference(model, adapter, quantization=quantization, device=device,
-                                    language=language, task=task)
+        loaded = load_for_inference(model, adapter, load)
+    batch_size = resolve_batch_size(decoding.batch_size, loaded.info.get("device", "cpu"))
     transcripts: list[Transcript] = []
     jobs: list[tuple[int, int, np.ndarray]] = []  # (transcript index, window index, samples)
     plans: list[list[Window]] = []
@@ -174,8 +168,8 @@ def transcribe(
     batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     for batch in tqdm(batches, desc="transcribe", unit="batch", disable=not progress or not batches):
         feats = extractor([b[2] for b in batch], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   autocast=autocast)
+        generated = generate_batch(loaded, feats, max_new_tokens=decoding.max_new_tokens,
+                                   num_beams=decoding.num_beams, autocast=decoding.autocast)
         for (t, j, _), text, lang in zip(batch, generated.texts, generated.languages):
             texts[t][j] = text
             if lang:

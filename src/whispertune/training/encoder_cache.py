@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.features import default_cache_dir
 from ..model.parts import base_model, encoder, input_dtype
@@ -180,27 +179,3 @@ def cached_dataset(model, dataset, *, model_dir: str, quantization: str, cache_d
                            progress=progress, desc=desc)
     kv = cross_attention_kv(model, hidden, progress=progress) if cross_kv else None
     return CachedEncoderDataset(list(dataset["labels"]), hidden, input_dtype(model), kv)
-
-
-@torch.inference_mode()
-def generate_from_cache(model, processor, hidden: torch.Tensor, *, language: str | None, task: str,
-                        batch_size: int = 16, max_new_tokens: int = 128, progress: bool = True,
-                        desc: str = "decoding") -> list[str]:
-    """Greedy transcripts for cached encoder outputs (language and task passed to generate)."""
-    device = next(model.parameters()).device
-    dtype = input_dtype(model)
-    texts: list[str] = []
-    with tqdm(total=len(hidden), desc=desc, unit="clip", disable=not progress) as bar:
-        for start in range(0, len(hidden), batch_size):
-            states = hidden[start : start + batch_size].to(device, dtype)
-            out = model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                language=language,
-                task=task,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                do_sample=False,
-            )
-            texts.extend(t.strip() for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True))
-            bar.update(len(states))
-    return texts

@@ -16,7 +16,7 @@ import torch
 
 from ..config import Config, ModelConfig
 from ..errors import HardwareError
-from ..inference.evaluate import resolve_batch_size
+from ..inference.options import resolve_batch_size
 from ..languages import resolve_language
 from ..model.device import resolve_compute_dtype, resolve_device
 from ..model.loading import resolve_name

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from ..config import Config
+from ..config import Config, QuantizationMode
 from ..errors import ConfigError
 from ..model.fp8 import check_fp8_device
 
@@ -36,7 +36,7 @@ from ..model.fp8 import check_fp8_device
 @dataclass(frozen=True)
 class SpeedPreset:
     name: str  # what `train.speed_preset` names it (and records once applied)
-    quantization: Literal["none", "int8", "nf4"]
+    quantization: QuantizationMode
     precision: Literal["bf16", "fp16", "fp32"]
     prepare_kbit: bool  # peft's prepare_model_for_kbit_training (fp32 norms, input-grad hook)
     checkpointing: Literal["none", "all", "encoder", "alternate"]  # which layers recompute in backward
