@@ -29,6 +29,7 @@ from datasets import Array2D, Dataset, IterableDataset, Value
 from ..config import DataConfig
 from ..errors import AudioError, UserError
 from .audio import SAMPLE_RATE, audio_problem, load_audio
+from .fingerprint import source_fingerprint
 from .report import DataReport
 
 log = logging.getLogger(__name__)
@@ -132,26 +133,6 @@ class Featurizer:
         return {**out, "labels": labels, "input_features": features.astype(np.float32)}
 
 
-def _source_fingerprint(examples: Dataset) -> str:
-    """Arrow-backed datasets carry a deterministic fingerprint; in-memory ones are hashed row by row
-    (audio bytes, or the file's path, size and modification time)."""
-    if examples.cache_files:
-        return examples._fingerprint
-    digest = hashlib.sha256()
-    for row in examples.select_columns(["id", "audio", "text"]):
-        audio = row["audio"] or {}
-        if audio.get("bytes") is not None:
-            stamp = hashlib.sha256(audio["bytes"]).hexdigest()
-        else:
-            try:
-                st = os.stat(audio.get("path") or "")
-                stamp = f"{st.st_size}:{st.st_mtime_ns}"
-            except OSError:
-                stamp = "missing"
-        digest.update(json.dumps([row["id"], row["text"], audio.get("path"), stamp]).encode())
-    return digest.hexdigest()
-
-
 def _map(ds: Dataset, featurizer: Featurizer, num_proc: int, fingerprint: str) -> Dataset:
     kwargs = dict(features=featurizer.features, remove_columns=["audio"], new_fingerprint=fingerprint,
                   load_from_cache_file=False, desc="features")
@@ -197,7 +178,7 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
     """Lazy version for streamed data: bad rows are counted as the iterator meets them (first pass only)."""
     counted: set[str] = set()
     count_seen = not report.has_split(split)
-    report._stats(split)
+    report.register(split)
 
     def run(row: dict[str, Any]) -> dict[str, Any]:
         out = featurizer(row)
@@ -243,7 +224,7 @@ def prepare_split(
         report.add_seen(split, len(examples))
 
     key = hashlib.sha256(
-        json.dumps([CACHE_FORMAT, _source_fingerprint(examples), featurizer.settings(), task, max_samples]).encode()
+        json.dumps([CACHE_FORMAT, source_fingerprint(examples), featurizer.settings(), task, max_samples]).encode()
     ).hexdigest()[:32]
     target = Path(cache_dir or data.cache_dir or default_cache_dir()) / key
     if (target / "skipped.json").is_file():

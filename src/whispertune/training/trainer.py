@@ -29,10 +29,10 @@ from ..inference.metrics import error_rates
 from ..model.loading import load_base, load_processor
 from ..model.lora import add_lora, prepare_for_training
 from .arguments import training_arguments
+from .atomic_trainer import AtomicCheckpointTrainer
 from .callbacks import StageClock, callbacks
 from .checkpoints import (
     STAGING,
-    AtomicCheckpointTrainer,
     check_lora_matches,
     checkpoint_step,
     finished_at,
