@@ -5,7 +5,7 @@ Reproduces `whispertune demo`'s training setup (src/whispertune/demo.py) in fp32
 once and stored in float16 (as `encoder_cache` does), AdamW (weight decay 0, as the Trainer), gradient
 clipping at 1.0, 10 warm-up steps then linear decay to 0 at the END of the longest epoch count, batch 16,
 a seeded shuffle per epoch. The test split is scored after each listed epoch with
-`encoder_cache.generate_from_cache` (greedy, language mr, 96 new tokens) and `metrics.error_rates`.
+`inference.generation.generate_batch` on the cached encoder outputs (greedy, language mr, 96 new tokens, one batch) and `metrics.error_rates`.
 Because the schedule spans the last epoch, the score "after epoch 2" of a 6-epoch run is not that of a
 2-epoch run (whose learning rate would already have decayed to 0).
 
@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from whispertune.config import LoraConfig  # noqa: E402
 from whispertune.demo import DECODER_TARGETS  # noqa: E402
+from whispertune.inference.generation import Loaded, generate_batch  # noqa: E402
 from whispertune.inference.metrics import error_rates  # noqa: E402
 from whispertune.model.loading import load_processor  # noqa: E402
 from whispertune.model.lora import add_lora  # noqa: E402
-from whispertune.training.encoder_cache import STORE_DTYPE, generate_from_cache  # noqa: E402
+from whispertune.training.encoder_cache import STORE_DTYPE  # noqa: E402
 
 
 def read_split(corpus: Path, split: str, limit: int | None) -> tuple[list[np.ndarray], list[str]]:
@@ -57,6 +58,12 @@ def encode(model, processor, audio: list[np.ndarray], dev: torch.device, batch: 
         feats = common.log_mel_batch(audio[i:i + batch], processor.feature_extractor.mel_filters, dev)
         out.append(encoder(input_features=feats).last_hidden_state.to(STORE_DTYPE))
     return torch.cat(out)
+
+
+def transcripts(model, processor, hidden: torch.Tensor) -> list[str]:
+    """Greedy Marathi transcripts of cached encoder outputs, in one batch, through the product's generation."""
+    info = {"device": str(next(model.parameters()).device), "language": "mr", "task": "transcribe"}
+    return generate_batch(Loaded(model, processor, info), hidden, encoded=True, max_new_tokens=96).texts
 
 
 def labels_of(processor, texts: list[str], pad_id: int, start_id: int) -> list[torch.Tensor]:
@@ -99,8 +106,7 @@ def run(args, base, processor, hidden, labels, test_hidden, refs, clips, lr, r, 
             step += 1
         if epoch in args.epochs:
             model.eval()
-            hyps = generate_from_cache(model, processor, test_hidden, language="mr", task="transcribe",
-                                       batch_size=len(test_hidden), max_new_tokens=96, progress=False)
+            hyps = transcripts(model, processor, test_hidden)
             scores = error_rates(refs, hyps, "mr")
             rec = {"clips": clips, "lr": lr, "r": r, "epoch": epoch, "steps": step, "total_steps": total,
                    "train_loss_last_epoch": round(float(np.mean(losses[-per_epoch:])), 4),
@@ -148,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps({"bench": "demo_sweep", **rec, "test_clips": len(refs), **env},
                                 ensure_ascii=False) + "\n")
 
-    hyps = generate_from_cache(base, processor, test_hidden, language="mr", task="transcribe",
-                               batch_size=len(test_hidden), max_new_tokens=96, progress=False)
+    hyps = transcripts(base, processor, test_hidden)
     zero = error_rates(refs, hyps, "mr")
     write({"clips": 0, "lr": 0, "r": 0, "epoch": 0, **{k: round(v, 2) for k, v in zero.items()}})
     print(f"zero-shot CER={zero['cer']:.1f} WER={zero['wer']:.1f}", flush=True)

@@ -25,6 +25,7 @@ from whispertune.config import DataConfig  # noqa: E402
 from whispertune.data.features import prepare_split  # noqa: E402
 from whispertune.data.sources import load_examples  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
+from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 
 
 def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int) -> tuple[dict, float, int, dict]:
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         folder, language = item.rsplit(":", 1)
         data = DataConfig(source="folder", path=folder, text_column="sentence", cache_dir=str(args.work / "features"))
         common.free_memory()
-        result = evaluate(str(args.model_dir), data=data, split="test", language=language,
-                          max_new_tokens=args.max_new_tokens, progress=False)  # every other setting: defaults
+        result = evaluate(str(args.model_dir), data=data, split="test", load=LoadOptions(language=language),
+                          decoding=DecodingOptions(max_new_tokens=args.max_new_tokens), progress=False)  # every other setting: defaults
         reference, ref_seconds, ref_tokens, ref = unbatched(args.model_dir, data, language, args.max_new_tokens)
         same = [p.id for p in result.predictions if p.hypothesis == reference[p.id]]
         differ = [{"id": p.id, "whispertune": p.hypothesis, "unbatched": reference[p.id],

@@ -41,6 +41,7 @@ import train_throughput  # noqa: E402
 from memory_peak import PeakBreakdown  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
+from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 from whispertune.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,9 +160,9 @@ def eval_row(ctx, spec: dict) -> dict:
     folder = replicate(ctx.args.audio, "test", int(spec.get("clips", 512)), ctx.work / "eval-audio")
     cfg = load_config(REFERENCE, [f"data.path={folder}", "data.source=folder", "data.text_column=sentence",
                                   f"data.num_proc={ctx.args.num_proc}", f"data.cache_dir={ctx.work / 'features'}"])
-    result = evaluate(str(ctx.model_dir), data=cfg.data, split="test", language="mr",
-                      batch_size=int(spec.get("batch", 0)) or None, max_new_tokens=int(spec.get("new_tokens", 40)),
-                      progress=False)
+    result = evaluate(str(ctx.model_dir), data=cfg.data, split="test", load=LoadOptions(language="mr"),
+                      decoding=DecodingOptions(batch_size=int(spec.get("batch", 0)),
+                                               max_new_tokens=int(spec.get("new_tokens", 40))), progress=False)
     return {"batch": result.info["batch_size"], "clips": result.n_utterances, "seconds": round(result.seconds, 3),
             "tokens_per_s": result.info["tokens_per_s"], "generated_tokens": result.info["generated_tokens"],
             "utterances_per_s": round(result.n_utterances / result.seconds, 2), "wer": result.wer, "cer": result.cer,

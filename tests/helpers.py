@@ -56,10 +56,11 @@ def make_tiny_whisper(out_dir: Path, tokenizer_dir: Path, *, d_model: int = 64, 
 
 
 def stage_config(model_dir, mode: str = "none") -> Config:
-    """Defaults with `model_dir` as the (Marathi) base in quantization `mode`."""
+    """Defaults with `model_dir` as the Marathi base in quantization `mode`; its model section is resolved
+    (a directory and a language code) as `load_base` takes it."""
     cfg = Config()
     cfg.model.name_or_path = str(model_dir)
-    cfg.model.language = "Marathi"
+    cfg.model.language = "mr"
     cfg.quantization.mode = mode
     return cfg
 
@@ -119,6 +120,5 @@ def train_losses(model: torch.nn.Module, steps: int) -> list[float]:
 
 def prepared(name: str, dropout: float = 0.0, encoder_layers: int = 2, **changes) -> torch.nn.Module:
     """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
-    preset = dataclasses.replace(presets.PRESETS[name], **changes)
-    model = tiny_lora_model(preset.freeze_encoder, dropout, encoder_layers)
-    return preset_surgery.prepare_model(model, preset)
+    preset = dataclasses.replace(presets.get_preset(name), **changes)
+    return preset_surgery.prepare_model(tiny_lora_model(preset.freeze_encoder, dropout, encoder_layers), preset)

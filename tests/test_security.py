@@ -17,6 +17,7 @@ import whispertune
 from whispertune.config import ModelConfig, QuantizationConfig
 from whispertune.errors import UserError
 from whispertune.inference.generation import load_for_inference
+from whispertune.inference.options import LoadOptions
 from whispertune.model.loading import load_base
 
 PACKAGE = Path(whispertune.__file__).parent
@@ -109,7 +110,7 @@ def test_pickle_only_model_is_refused(tiny_whisper_dir, tmp_path):
         load_base(ModelConfig(name_or_path=str(model_dir), language="en"), QuantizationConfig(), for_training=False,
                   device="cpu")
     with pytest.raises(UserError, match=r"cannot load model .*model\.safetensors"):
-        load_for_inference(str(model_dir), device="cpu")
+        load_for_inference(str(model_dir), options=LoadOptions(device="cpu"))
     assert not marker.exists()  # the pickle was never opened
     torch.load(model_dir / "pytorch_model.bin", weights_only=False)  # what an unsafe loader would do
     assert marker.exists()  # (the payload is real)
@@ -126,7 +127,7 @@ def test_pickle_adapter_is_not_executed(tiny_whisper_dir, tmp_path):
         "base_model_name_or_path": str(tiny_whisper_dir)}))
     _malicious_bin(adapter / "adapter_model.bin", {}, marker)
     with pytest.raises(Exception) as info:
-        load_for_inference(adapter=str(adapter), device="cpu")
+        load_for_inference(adapter=str(adapter), options=LoadOptions(device="cpu"))
     print(f"{type(info.value).__name__}: {info.value}")
     assert "weights_only" in str(info.value) or "safetensors" in str(info.value), info.value
     assert not marker.exists()

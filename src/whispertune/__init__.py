@@ -25,6 +25,8 @@ _API = {
     "evaluate": "inference.evaluate", "EvalResult": "inference.evaluate", "Prediction": "inference.evaluate",
     "transcribe": "inference.transcribe", "Transcript": "inference.transcribe", "Segment": "inference.transcribe",
     "load_for_inference": "inference.generation",
+    "LoadOptions": "inference.options", "DecodingOptions": "inference.options",
+    "resolve_plan": "training.plan", "Plan": "training.plan",
     "UserError": "errors",
 }
 __all__ = ["__version__", *_API]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,14 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
 
 # The speed presets' names; their settings are training.presets.PRESETS, a table keyed by these names.
 # Only the names live here, so that `train.speed_preset` is checked like any other Literal field.
 SpeedPresetName = Literal["recipe", "plain", "fast", "lean", "lean-resident", "fast-fp8", "fast-frozen-encoder"]
+# How the base's weights are held: as stored, or quantized on load by bitsandbytes (model/bnb.py)
+QuantizationMode = Literal["none", "int8", "nf4"]
 
 
 @dataclass
@@ -36,7 +38,7 @@ class ModelConfig:
 
 @dataclass
 class QuantizationConfig:
-    mode: Literal["none", "int8", "nf4"] = "none"
+    mode: QuantizationMode = "none"
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # nf4 compute dtype
     double_quant: bool = True  # nf4 double quantization
     llm_int8_threshold: float = 6.0
@@ -107,7 +109,7 @@ class TrainingConfig:
 
 @dataclass
 class EvaluationConfig:
-    batch_size: int = 0  # 0: auto (inference.evaluate.DEFAULT_GPU_BATCH on a GPU, 8 on a CPU)
+    batch_size: int = 0  # 0: auto (inference.options.resolve_batch_size: by GPU memory, 8 on a CPU)
     sort_by_length: bool = True
     normalizer: Literal["auto", "basic", "english", "none"] = "auto"
     autocast: bool = True  # mixed precision for quantized bases on GPU
@@ -137,64 +139,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Return `value` checked (and minimally converted) to type `tp`, or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise bad
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError:
-                pass
-        raise bad
-    if origin is list:
-        if isinstance(value, str):  # "--lora.target_modules q_proj,v_proj"
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise bad
-        return [_coerce(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise bad
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    raise ConfigError(f"{key}: unsupported type {tp}")
-
-
 def _section_types(section_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(section_cls)
 
@@ -208,7 +152,7 @@ def _apply(cfg: Config, section: str, key: str, value: Any) -> None:
     hints = _section_types(SECTIONS[section])
     if key not in hints:
         raise ConfigError(f"unknown key {section}.{key}; accepted: {', '.join(hints)}")
-    setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, hints[key]))
+    setattr(getattr(cfg, section), key, coerce_value(f"{section}.{key}", value, hints[key]))
 
 
 def config_from_dict(data: dict[str, Any] | None, base: Config | None = None) -> Config:
@@ -225,47 +169,11 @@ def config_from_dict(data: dict[str, Any] | None, base: Config | None = None) ->
     return cfg
 
 
-def _is_text(tp: Any) -> bool:
-    """True for str and Literal-of-strings fields (optionally Optional): their flag values stay raw text."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
-    return all(a is str or (typing.get_origin(a) is Literal and all(isinstance(v, str) for v in typing.get_args(a))) for a in args)
-
-
-def parse_override(text: str) -> tuple[str, str, str]:
-    """'train.learning_rate=1e-4' -> ('train', 'learning_rate', '1e-4'); the value is typed by `_apply_text`."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
-    dotted, raw = text.split("=", 1)
-    if "." not in dotted:
-        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. train.learning_rate=1e-4")
-    section, key = dotted.lstrip("-").split(".", 1)
-    return section, key, raw
-
-
-def _read_value(raw: str, tp: Any) -> Any:
-    """A flag's text as the field's type. Text fields keep the raw string (YAML would turn `no` into false)."""
-    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
-    if optional and raw.strip().lower() in ("null", "~"):
-        return None
-    if _is_text(tp):
-        return raw
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, str):  # YAML reads "1e-4" as a string
-        try:
-            return float(value) if any(c in value.lower() for c in ".e") else int(value)
-        except ValueError:
-            pass
-    return value
-
-
 def _apply_text(cfg: Config, section: str, key: str, raw: str) -> None:
     if section in SECTIONS:
         hints = _section_types(SECTIONS[section])
         if key in hints:
-            _apply(cfg, section, key, _read_value(raw, hints[key]))
+            _apply(cfg, section, key, read_flag_value(raw, hints[key]))
             return
     _apply(cfg, section, key, raw)  # raises the unknown section/key error
 

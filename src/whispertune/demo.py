@@ -24,11 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Config, load_config
-from .data.report import DataReport
+from .data.report import REPORT_FILENAME, DataReport
 from .data.sentences import load_sentences
 from .data.synth import synthesize_corpus
 from .errors import HardwareError, UserError
-from .pretrained.embedded import resolve_model_name
 
 console = Console()
 
@@ -142,40 +141,44 @@ def demo_config(settings: DemoSettings, corpus: Path, quantization: str, device:
     ])
 
 
-def _test_set(cfg: Config, model, processor):
-    """Cached encoder outputs and references of the test split (shares train()'s encoder cache)."""
+def _test_set(plan, loaded):
+    """The prepared test split and its cached encoder outputs (shares train()'s encoder cache)."""
     # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
-    from .data.features import default_cache_dir, prepare_split
+    from .data.features import prepare_split
     from .data.sources import load_examples
     from .training.encoder_cache import cached_dataset
 
-    report = DataReport()
+    cfg, report = plan.config, DataReport()
     examples = load_examples(cfg.data, "test", report)
-    prepared = prepare_split(examples, processor, cfg.data, language=cfg.model.language, task=cfg.model.task,
-                             max_label_length=model.config.max_target_positions, report=report, split="test")
-    on_cpu = next(model.parameters()).device.type == "cpu"  # batch 1 encodes fastest on a CPU
-    cached = cached_dataset(model, prepared, model_dir=resolve_model_name(cfg.model.name_or_path),
-                            quantization=cfg.quantization.mode, cache_dir=default_cache_dir().parent / "encoder",
-                            batch_size=1 if on_cpu else cfg.eval.batch_size, desc="encoding test")
-    return cached.hidden, [str(t) for t in prepared["text"]]
+    prepared = prepare_split(examples, loaded.processor, cfg.data, language=plan.language, task=cfg.model.task,
+                             max_label_length=loaded.model.config.max_target_positions, report=report, split="test")
+    cached = cached_dataset(loaded.model, prepared, model_dir=plan.model_path, quantization=cfg.quantization.mode,
+                            cache_dir=plan.encoder_cache_dir, batch_size=plan.encode_batch_size, desc="encoding test")
+    return prepared, cached.hidden
 
 
-def _score(model, processor, hidden, refs, cfg: Config, desc: str) -> tuple[dict[str, float], list[str]]:
+def _score(loaded, prepared, hidden, plan, progress: bool) -> tuple[dict[str, float], list[str]]:
+    """WER/CER through `evaluate()` on the cached encoder outputs, in dataset order (the demo's batches)."""
     # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
-    from .inference.metrics import error_rates
-    from .training.encoder_cache import generate_from_cache
+    from .inference.evaluate import evaluate
+    from .inference.options import DecodingOptions
 
-    hyps = generate_from_cache(model, processor, hidden, language=cfg.model.language, task=cfg.model.task,
-                               batch_size=cfg.eval.batch_size, max_new_tokens=cfg.generation.max_new_tokens,
-                               desc=desc)
-    return error_rates(refs, hyps, cfg.model.language), hyps
+    # no autocast: the demo's published numbers were measured without it (it matters only for int8 on a GPU)
+    decoding = DecodingOptions(batch_size=plan.eval_batch_size, max_new_tokens=plan.config.generation.max_new_tokens,
+                               autocast=False)
+    result = evaluate(loaded=loaded, dataset=prepared, split="test", decoding=decoding, sort_by_length=False,
+                      encoder_outputs=hidden, progress=progress)
+    rates = {k: getattr(result, k) for k in ("wer", "cer", "wer_normalized", "cer_normalized", "n_utterances")}
+    return rates, [p.hypothesis for p in result.predictions]
 
 
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     """The whole demo; returns the numbers it printed."""
     # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
     from .inference.generation import load_for_inference
+    from .inference.options import LoadOptions
     from .model.device import resolve_device
+    from .training.plan import resolve_plan
     from .training.trainer import train
 
     settings = settings or DemoSettings()
@@ -197,19 +200,21 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     with stage("corpus", "1/5 synthetic Marathi corpus"):
         corpus = build_corpus(settings)
     with stage("model", "2/5 embedded whisper-base"):
-        console.print(f"model: {resolve_model_name(settings.model)}")
-        cfg = demo_config(settings, corpus, quantization, device)
-        base = load_for_inference(settings.model, quantization=quantization, device=device,
-                                  language=settings.language, task="transcribe")
+        plan = resolve_plan(demo_config(settings, corpus, quantization, device), device=device)
+        console.print(f"model: {plan.model_path}")
+        base = load_for_inference(plan.model_path, options=LoadOptions(
+            quantization=quantization, device=device, language=plan.language, task="transcribe"))
     with stage("zero_shot", "3/5 zero-shot evaluation (test split)"):
-        hidden, refs = _test_set(cfg, base.model, base.processor)
-        before, hyps_before = _score(base.model, base.processor, hidden, refs, cfg, "zero-shot")
+        prepared, hidden = _test_set(plan, base)
+        refs = [str(t) for t in prepared["text"]]
+        before, hyps_before = _score(base, prepared, hidden, plan, settings.progress)
         del base
     with stage("train", "4/5 LoRA training (frozen encoder, decoder adapters)"):
-        result = train(cfg)
+        result = train(plan)
     with stage("after", "5/5 evaluation after training"):
-        tuned = load_for_inference(adapter=str(result.adapter_dir), quantization=quantization, device=device)
-        after, hyps_after = _score(tuned.model, tuned.processor, hidden, refs, cfg, "adapted")
+        tuned = load_for_inference(adapter=str(result.adapter_dir),
+                                   options=LoadOptions(quantization=quantization, device=device))
+        after, hyps_after = _score(tuned, prepared, hidden, plan, settings.progress)
 
     picks = random.Random(settings.seed).sample(range(len(refs)), min(3, len(refs)))
     examples = [{"reference": refs[i], "zero_shot": hyps_before[i], "adapted": hyps_after[i]} for i in picks]
@@ -225,7 +230,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
 
 def _count(run_dir: Path, split: str) -> int:
-    report = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
+    report = json.loads((run_dir / REPORT_FILENAME).read_text(encoding="utf-8"))
     return int(report.get("splits", report).get(split, {}).get("kept", 0))
 
 

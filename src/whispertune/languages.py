@@ -33,3 +33,15 @@ def resolve_language(name_or_code: str | None) -> tuple[str, str] | None:
         f"unknown Whisper language {name_or_code!r}; {hint}"
         f"use a name or code from {TABLE_LOCATION} ({len(LANGUAGES)} languages)"
     )
+
+
+def language_code(name_or_code: str | None) -> str | None:
+    """The Whisper code of a language name or code ("Marathi" -> "mr"); None or "" -> None."""
+    resolved = resolve_language(name_or_code)
+    return resolved[1] if resolved else None
+
+
+def language_fields(name_or_code: str | None) -> dict[str, str | None]:
+    """The `language` (code) and `language_name` fields of a whispertune.json."""
+    resolved = resolve_language(name_or_code)
+    return {"language": resolved[1] if resolved else None, "language_name": resolved[0] if resolved else None}

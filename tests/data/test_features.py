@@ -47,7 +47,7 @@ def corpus(root: Path, extra: list[tuple[str, str, np.ndarray | None]] = ()) -> 
 def run(processor, root: Path, tmp_path: Path, report: DataReport, **kw):
     data = DataConfig(source="folder", path=str(root), num_proc=kw.pop("num_proc", 1), cache_dir=str(tmp_path / "cache"))
     examples = load_examples(data, "train", report)
-    return prepare_split(examples, processor, data, language="Marathi", task="transcribe", report=report, split="train", **kw)
+    return prepare_split(examples, processor, data, language="mr", task="transcribe", report=report, split="train", **kw)
 
 
 def test_features_and_labels(processor, tmp_path):

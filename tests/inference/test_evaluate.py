@@ -21,6 +21,7 @@ from whispertune.inference import evaluate as evaluate_module
 from whispertune.inference.evaluate import evaluate, length_order
 from whispertune.inference.generation import generate_batch, load_for_inference
 from whispertune.inference.metrics import error_rates
+from whispertune.inference.options import DecodingOptions, LoadOptions
 
 SR = 16000
 DURATIONS = {"short": 0.6, "long": 2.4, "mid": 1.5, "mid2": 1.2, "longest": 3.0}
@@ -57,7 +58,7 @@ def tone_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_loaded(tiny_whisper_dir):
-    return load_for_inference(str(tiny_whisper_dir), language="mr", task="transcribe", device="cpu")
+    return load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", task="transcribe", device="cpu"))
 
 
 def prefix_ids(tokenizer, *tokens: str) -> list[int]:
@@ -73,14 +74,14 @@ def test_language_and_task_tokens_in_generated_prefix(tiny_whisper_dir, tiny_loa
     assert all(seq[:4] == expected for seq in out.sequences)
     assert all(len(seq) <= 4 + 3 for seq in out.sequences)  # max_new_tokens honoured
 
-    hindi = load_for_inference(str(tiny_whisper_dir), language="Hindi", task="translate", device="cpu")
+    hindi = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="Hindi", task="translate", device="cpu"))
     seq = generate_batch(hindi, feats[:1], max_new_tokens=2).sequences[0]
     assert seq[:4] == prefix_ids(tok, "<|startoftranscript|>", "<|hi|>", "<|translate|>", "<|notimestamps|>")
 
 
 def test_int8_base_generates_without_cast_warnings(tiny_whisper_dir, caplog):
     """An int8 base (bitsandbytes on CPU) generates; its int8 layers get fp16 inputs, so no warning per matmul."""
-    loaded = load_for_inference(str(tiny_whisper_dir), language="mr", quantization="int8", device="cpu")
+    loaded = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", quantization="int8", device="cpu"))
     assert type(loaded.model.model.decoder.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
     feats = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
     with caplog.at_level(logging.WARNING):  # bitsandbytes logs (not warns) the cast
@@ -105,7 +106,7 @@ def test_evaluate_writes_metrics_and_predictions(tiny_loaded, tone_folder, tmp_p
 
     monkeypatch.setattr(evaluate_module, "generate_batch", recording_generate)
     data = DataConfig(source="folder", path=str(tone_folder), cache_dir=str(tmp_path / "cache"))
-    result = evaluate(loaded=tiny_loaded, data=data, split="test", batch_size=2, max_new_tokens=4,
+    result = evaluate(loaded=tiny_loaded, data=data, split="test", decoding=DecodingOptions(batch_size=2, max_new_tokens=4),
                       out_dir=tmp_path / "out", progress=False)
 
     assert result.n_utterances == len(DURATIONS)  # broken.wav skipped
@@ -144,11 +145,32 @@ def test_evaluate_prepared_dataset_and_labels_as_reference(tiny_loaded, tone_fol
     data = DataConfig(source="folder", path=str(tone_folder), cache_dir=str(tmp_path / "cache"))
     prepared = prepare_split(load_examples(data, "test"), tiny_loaded.processor, data, language="mr",
                              task="transcribe", split="test", cache_dir=data.cache_dir)
-    result = evaluate(loaded=tiny_loaded, dataset=prepared.remove_columns(["text"]), batch_size=8,
-                      max_new_tokens=2, max_samples=3, progress=False)
+    result = evaluate(loaded=tiny_loaded, dataset=prepared.remove_columns(["text"]),
+                      decoding=DecodingOptions(batch_size=8, max_new_tokens=2), max_samples=3, progress=False)
     assert result.n_utterances == 3
     # references decoded from labels, special tokens skipped
     assert all(p.reference.startswith("उदाहरण वाक्य") and "<|" not in p.reference for p in result.predictions)
+
+
+def test_evaluate_on_cached_encoder_outputs_equals_evaluate_on_features(tiny_loaded, tone_folder, tmp_path):
+    """The demo's scoring path: cached encoder outputs, dataset order, through the same evaluate()."""
+    from whispertune.data.features import prepare_split
+    from whispertune.data.sources import load_examples
+    from whispertune.training.encoder_cache import encode_features
+
+    data = DataConfig(source="folder", path=str(tone_folder), cache_dir=str(tmp_path / "cache"))
+    prepared = prepare_split(load_examples(data, "test"), tiny_loaded.processor, data, language="mr",
+                             task="transcribe", split="test", cache_dir=data.cache_dir)
+    hidden = encode_features(tiny_loaded.model, prepared.with_format("numpy")["input_features"], progress=False)
+    decoding = DecodingOptions(batch_size=2, max_new_tokens=6)
+    plain = evaluate(loaded=tiny_loaded, dataset=prepared, decoding=decoding, sort_by_length=False, progress=False)
+    cached = evaluate(loaded=tiny_loaded, dataset=prepared, decoding=decoding, sort_by_length=False,
+                      encoder_outputs=hidden, progress=False)
+    assert [p.hypothesis for p in cached.predictions] == [p.hypothesis for p in plain.predictions]
+    assert any(p.hypothesis for p in plain.predictions)
+    assert (cached.wer, cached.cer) == (plain.wer, plain.cer)
+    with pytest.raises(UserError, match="encoder_outputs has 2 rows"):
+        evaluate(loaded=tiny_loaded, dataset=prepared, encoder_outputs=hidden[:2], progress=False)
 
 
 def test_evaluate_without_data_is_a_user_error(tiny_loaded):
@@ -171,12 +193,12 @@ def test_adapter_supplies_base_language_and_task(tiny_whisper_dir, tmp_path):
     meta = {"base_model": str(tiny_whisper_dir), "language": "hi", "task": "translate"}
     (adapter / "whispertune.json").write_text(json.dumps(meta), encoding="utf-8")
 
-    loaded = load_for_inference(adapter=str(adapter), device="cpu")
+    loaded = load_for_inference(adapter=str(adapter), options=LoadOptions(device="cpu"))
     assert loaded.info["model"] == str(tiny_whisper_dir)
     assert (loaded.info["language"], loaded.info["task"]) == ("hi", "translate")
     assert type(loaded.model).__name__ == "PeftModel" and not loaded.model.training
     feats = np.random.default_rng(1).standard_normal((1, 80, 3000)).astype(np.float32)
-    plain = load_for_inference(str(tiny_whisper_dir), language="hi", task="translate", device="cpu")
+    plain = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="hi", task="translate", device="cpu"))
     with_adapter = generate_batch(loaded, feats, max_new_tokens=6).sequences[0]
     assert with_adapter[:3] == generate_batch(plain, feats, max_new_tokens=6).sequences[0][:3]
     enc = lambda m: m.get_encoder()(torch.as_tensor(feats)).last_hidden_state  # noqa: E731
@@ -185,10 +207,10 @@ def test_adapter_supplies_base_language_and_task(tiny_whisper_dir, tmp_path):
 
     # without whispertune.json the base comes from peft's adapter_config.json
     (adapter / "whispertune.json").unlink()
-    again = load_for_inference(adapter=str(adapter), device="cpu")
+    again = load_for_inference(adapter=str(adapter), options=LoadOptions(device="cpu"))
     assert again.info["model"] == str(tiny_whisper_dir) and again.info["task"] == "transcribe"
     with pytest.raises(UserError, match="no adapter_config.json"):
-        load_for_inference(adapter=str(tmp_path), device="cpu")
+        load_for_inference(adapter=str(tmp_path), options=LoadOptions(device="cpu"))
 
 
 def test_cli_evaluate(tiny_whisper_dir, tone_folder, tmp_path, capsys):
@@ -241,8 +263,8 @@ def test_embedded_whisper_base_english_wer(tmp_path):
             speak(text, folder / f"s{i}.wav")
             writer.writerow([f"s{i}.wav", text])
     data = DataConfig(source="folder", path=str(tmp_path / "en"), cache_dir=str(tmp_path / "cache"))
-    result = evaluate("embedded:whisper-base", data=data, language="en", batch_size=6, max_new_tokens=64,
-                      out_dir=tmp_path / "out", progress=False)
+    result = evaluate("embedded:whisper-base", data=data, load=LoadOptions(language="en"),
+                      decoding=DecodingOptions(batch_size=6, max_new_tokens=64), out_dir=tmp_path / "out", progress=False)
     print(f"embedded whisper-base on espeak-ng English: WER {result.wer:.1f} raw, "
           f"{result.wer_normalized:.1f} normalized; CER {result.cer_normalized:.1f} normalized")
     for p in result.predictions:

@@ -15,6 +15,7 @@ import soxr
 from whispertune.cli import main as cli_main
 from whispertune.inference.generation import load_for_inference
 from whispertune.inference.normalize import normalize_text
+from whispertune.inference.options import DecodingOptions, LoadOptions
 from whispertune.inference.subtitles import format_timestamp, render
 from whispertune.inference.transcribe import (
     Segment,
@@ -36,7 +37,7 @@ def noise(seconds: float, rms: float, rate: int = SR, channels: int = 1, seed: i
 
 @pytest.fixture(scope="module")
 def tiny_loaded(tiny_whisper_dir):
-    return load_for_inference(str(tiny_whisper_dir), language="mr", device="cpu")
+    return load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", device="cpu"))
 
 
 def test_plan_windows_cover_everything():
@@ -108,7 +109,7 @@ def test_formats_rates_channels_and_bad_file(tiny_loaded, tmp_path):
     sf.write(tmp_path / "long.wav", noise(45, 0.1, seed=3), SR)
     files.append(tmp_path / "long.wav")
 
-    results = transcribe(files, loaded=tiny_loaded, max_new_tokens=3, batch_size=4, progress=False)
+    results = transcribe(files, loaded=tiny_loaded, decoding=DecodingOptions(batch_size=4, max_new_tokens=3), progress=False)
     assert [Path(r.path).name for r in results] == [f.name for f in files]
     broken = results[1]
     assert broken.error is not None and "broken.wav" in broken.error and broken.text == ""
@@ -170,7 +171,7 @@ def test_embedded_long_audio_not_cut_at_30s(tmp_path):
     assert 28.5 + 3 > 30  # the second sentence crosses the first window's edge
     sf.write(tmp_path / "long.wav", audio, SR)
 
-    [result] = transcribe([tmp_path / "long.wav"], "embedded:whisper-base", language="en", progress=False)
+    [result] = transcribe([tmp_path / "long.wav"], "embedded:whisper-base", load=LoadOptions(language="en"), progress=False)
     print(f"70 s transcript: {result.text!r}")
     for seg in result.segments:
         print(f"  [{seg.start:6.2f} - {seg.end:6.2f}] {seg.text}")
@@ -207,7 +208,7 @@ def test_bad_paths_and_cancelling_channels_are_reported_and_the_rest_goes_on(tin
     (tmp_path / "folder.wav").mkdir()
     (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
     files = [tmp_path / n for n in ("inverted.wav", "folder.wav", "loop.wav", "missing.wav", "good.wav")]
-    results = transcribe(files, loaded=tiny_loaded, max_new_tokens=3, progress=False)
+    results = transcribe(files, loaded=tiny_loaded, decoding=DecodingOptions(max_new_tokens=3), progress=False)
     errors = [r.error for r in results]
     assert "channels cancel when mixed to mono" in errors[0]
     assert "folder.wav: a directory, not an audio file" in errors[1]

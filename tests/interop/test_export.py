@@ -27,13 +27,15 @@ def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scal
     from whispertune.config import Config, LoraConfig, QuantizationConfig
     from whispertune.model.loading import load_base, load_processor
     from whispertune.model.lora import add_lora
+    from whispertune.training.plan import resolve_plan
     from whispertune.training.trainer import write_adapter
 
     cfg = Config()
     cfg.model.name_or_path, cfg.model.language = base, language
     cfg.quantization.mode = "int8"  # recorded only: the adapter is built on the fp32 base here
     cfg.lora = LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj", "fc1"])
-    model = load_base(cfg.model, QuantizationConfig(mode="none"), for_training=True, device="cpu")
+    plan = resolve_plan(cfg, device="cpu")
+    model = load_base(plan.model, QuantizationConfig(mode="none"), for_training=True, device="cpu")
     torch.manual_seed(seed)  # lora_A's initialization
     peft_model = add_lora(model, cfg.lora, freeze_encoder=False, verbose=False)
     gen = torch.Generator().manual_seed(seed)
@@ -44,7 +46,7 @@ def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scal
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     adapter_dir = run_dir / "adapter"
-    write_adapter(peft_model, load_processor(base, language, "transcribe"), adapter_dir, cfg)
+    write_adapter(peft_model, load_processor(plan.model_path, plan.language, "transcribe"), adapter_dir, plan)
     return adapter_dir
 
 
@@ -99,11 +101,12 @@ def test_merge_writes_checkpoint(merged_dir, adapter_dir):
 
 def test_merged_equals_adapter(merged_dir, adapter_dir, clips):
     from whispertune.inference.generation import load_for_inference
+    from whispertune.inference.options import LoadOptions
     from whispertune.inference.transcribe import transcribe
 
     with_adapter = load_for_inference(adapter=str(adapter_dir))
     merged = load_for_inference(str(merged_dir))
-    base = load_for_inference(BASE, language="en")
+    base = load_for_inference(BASE, options=LoadOptions(language="en"))
     files = [c.path for c in clips]
     texts_adapter = [t.text for t in transcribe(files, loaded=with_adapter, progress=False)]
     texts_merged = [t.text for t in transcribe(files, loaded=merged, progress=False)]

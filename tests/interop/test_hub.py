@@ -21,6 +21,7 @@ def run_dir(tmp_path_factory, tiny_whisper_dir) -> Path:
     from whispertune.config import Config, LoraConfig
     from whispertune.model.loading import load_base, load_processor
     from whispertune.model.lora import add_lora
+    from whispertune.training.plan import resolve_plan
     from whispertune.training.trainer import write_adapter
 
     run = tmp_path_factory.mktemp("run")
@@ -29,9 +30,10 @@ def run_dir(tmp_path_factory, tiny_whisper_dir) -> Path:
     cfg.quantization.mode = "int8"
     cfg.lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
     cfg.data.path, cfg.train.learning_rate, cfg.train.max_steps = "data/mr-corpus", 5e-4, 300
-    model = add_lora(load_base(cfg.model, cfg.quantization.__class__(mode="none"), for_training=True, device="cpu"),
+    plan = resolve_plan(cfg, device="cpu")
+    model = add_lora(load_base(plan.model, cfg.quantization.__class__(mode="none"), for_training=True, device="cpu"),
                      cfg.lora, verbose=False)
-    write_adapter(model, load_processor(str(tiny_whisper_dir), "mr", "transcribe"), run / "adapter", cfg)
+    write_adapter(model, load_processor(plan.model_path, plan.language, "transcribe"), run / "adapter", plan)
     (run / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     metrics = {"global_step": 300, "eval": {"eval_loss": 0.4123, "eval_wer": 23.5}, "final_train_loss": 0.31}
     (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")

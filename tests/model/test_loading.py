@@ -8,6 +8,8 @@ import torch
 
 from tests.helpers import stage_config
 from whispertune.errors import HardwareError
+from whispertune.inference.generation import load_for_inference
+from whispertune.inference.options import LoadOptions
 from whispertune.model.bnb import is_quantized
 from whispertune.model.loading import load_base, load_processor
 from whispertune.model.lora import add_lora
@@ -26,7 +28,7 @@ def test_load_base_modes_and_training_generation_config(tiny_whisper_dir, mode, 
 
 
 def test_load_processor_sets_language_prefix(tiny_whisper_dir):
-    processor = load_processor(str(tiny_whisper_dir), "Marathi", "transcribe")
+    processor = load_processor(str(tiny_whisper_dir), "mr", "transcribe")
     prefix = processor.tokenizer.convert_ids_to_tokens(processor.tokenizer.prefix_tokens)
     assert prefix == ["<|startoftranscript|>", "<|mr|>", "<|transcribe|>", "<|notimestamps|>"]
 
@@ -34,9 +36,8 @@ def test_load_processor_sets_language_prefix(tiny_whisper_dir):
 def test_unavailable_device_is_a_hardware_error(tiny_whisper_dir):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    cfg = stage_config(tiny_whisper_dir, "int8")
-    with pytest.raises(HardwareError, match="no CUDA GPU"):
-        load_base(cfg.model, cfg.quantization, for_training=True, device="cuda")
+    with pytest.raises(HardwareError, match="no CUDA GPU"):  # the device is resolved where loading starts
+        load_for_inference(str(tiny_whisper_dir), options=LoadOptions(quantization="int8", device="cuda"))
 
 
 def test_training_base_is_loaded_in_the_training_dtype(tiny_whisper_dir):

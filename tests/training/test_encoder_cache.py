@@ -10,7 +10,8 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from tests.helpers import train_overrides
 from whispertune.config import load_config
 from whispertune.data.collate import SpeechCollator
-from whispertune.training.encoder_cache import CachedEncoderDataset, encode_features, generate_from_cache
+from whispertune.inference.generation import Loaded, generate_batch
+from whispertune.training.encoder_cache import CachedEncoderDataset, encode_features
 from whispertune.training.trainer import train
 
 
@@ -55,8 +56,9 @@ def test_cached_forward_and_generate_equal_the_plain_model(tiny_whisper_dir):
         loss_kv = model(**with_kv).loss
     assert torch.isclose(loss_kv, loss_cached, rtol=1e-3)
 
-    texts = generate_from_cache(model, processor, hidden.float(), language="en", task="transcribe",
-                                batch_size=2, max_new_tokens=6, progress=False)
+    # generation from cached encoder outputs: the same loop as from features (inference.generation)
+    loaded = Loaded(model, processor, {"device": "cpu", "language": "en", "task": "transcribe"})
+    texts = generate_batch(loaded, hidden.float(), encoded=True, max_new_tokens=6).texts
     with torch.no_grad():
         ref = model.generate(torch.as_tensor(feats), language="en", task="transcribe", max_new_tokens=6)
     assert texts == [t.strip() for t in processor.tokenizer.batch_decode(ref, skip_special_tokens=True)]

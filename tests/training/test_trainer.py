@@ -10,8 +10,8 @@ import torch
 from tests.helpers import train_overrides
 from whispertune.config import load_config
 from whispertune.errors import HardwareError
-from whispertune.training.arguments import resolve_precision
 from whispertune.training.checkpoints import checkpoint_step, complete_checkpoints, full_weight_files
+from whispertune.training.plan import resolve_precision
 from whispertune.training.trainer import train
 
 

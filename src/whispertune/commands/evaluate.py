@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..inference.evaluate import evaluate
+    from ..inference.options import DecodingOptions, LoadOptions
 
     cfg = load_config(args.config, args.overrides)
     if not cfg.data.path:
@@ -54,17 +55,14 @@ def run(args: argparse.Namespace) -> int:
         args.adapter,
         data=cfg.data,
         split=args.split or cfg.data.eval_split or "test",
-        language=language,
-        task=task,
-        batch_size=args.batch_size or cfg.eval.batch_size,
-        max_new_tokens=args.max_new_tokens or cfg.generation.max_new_tokens,
-        num_beams=cfg.generation.num_beams,
-        quantization=cfg.quantization.mode,
-        device=args.device,
+        load=LoadOptions(quantization=cfg.quantization.mode, device=args.device, language=language, task=task),
+        decoding=DecodingOptions(batch_size=args.batch_size or cfg.eval.batch_size,
+                                 max_new_tokens=args.max_new_tokens or cfg.generation.max_new_tokens,
+                                 num_beams=cfg.generation.num_beams, autocast=cfg.eval.autocast),
         out_dir=args.out,
         normalizer=cfg.eval.normalizer,
         max_samples=args.max_samples or cfg.data.max_eval_samples,
-        autocast=cfg.eval.autocast,
+        sort_by_length=cfg.eval.sort_by_length,
     )
     if args.out:
         print(f"wrote {args.out}/metrics.json and {args.out}/predictions.jsonl")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
+from ..config import QuantizationMode
 from ..inference.subtitles import FORMATS, render
 from ..training.run_dir import write_file_atomically
 from .arg_types import BATCH_SIZE, NEW_TOKENS, float_in
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", choices=["transcribe", "translate"])
     parser.add_argument("--format", choices=FORMATS, default="txt")
     parser.add_argument("--output-dir", metavar="DIR", help="write FILE_STEM.FORMAT here instead of stdout")
-    parser.add_argument("--quantization", choices=["none", "int8", "nf4"], default="none")
+    parser.add_argument("--quantization", choices=typing.get_args(QuantizationMode), default="none")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=8, metavar="N", help="windows per forward pass")
     parser.add_argument("--max-new-tokens", type=NEW_TOKENS, default=255, metavar="N", help="per 30 s window")
@@ -58,6 +60,7 @@ def _output_paths(files: list[str], out_dir: Path, fmt: str) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.options import DecodingOptions, LoadOptions
     from ..inference.transcribe import transcribe
 
     model = args.model or (None if args.adapter else DEFAULT_MODEL)
@@ -65,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)  # before hours of work: an unusable directory fails now
     transcripts = transcribe(
-        args.files, model, args.adapter, language=args.language, task=args.task,
-        quantization=args.quantization, device=args.device, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, chunk_seconds=args.chunk_seconds,
-        overlap_seconds=args.overlap_seconds,
+        args.files, model, args.adapter,
+        load=LoadOptions(quantization=args.quantization, device=args.device, language=args.language, task=args.task),
+        decoding=DecodingOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens),
+        chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
     )
     ok = [t for t in transcripts if t.error is None]
     for t in transcripts:

@@ -28,8 +28,8 @@ from datasets import Array2D, Dataset, IterableDataset, Value
 
 from ..config import DataConfig
 from ..errors import AudioError, UserError
-from ..languages import resolve_language
 from .audio import SAMPLE_RATE, audio_problem, load_audio
+from .fingerprint import source_fingerprint
 from .report import DataReport
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Featurizer:
     def __init__(self, processor: Any, language: str | None, task: str, max_label_length: int, max_duration_s: float):
         self.feature_extractor = processor.feature_extractor
         if self.feature_extractor.sampling_rate != SAMPLE_RATE:
-            raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses 16000")
+            raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses {SAMPLE_RATE}")
         # A copy: set_prefix_tokens changes the tokenizer, which belongs to the caller.
         self.tokenizer = copy.deepcopy(processor.tokenizer)
         self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
@@ -133,26 +133,6 @@ class Featurizer:
         return {**out, "labels": labels, "input_features": features.astype(np.float32)}
 
 
-def _source_fingerprint(examples: Dataset) -> str:
-    """Arrow-backed datasets carry a deterministic fingerprint; in-memory ones are hashed row by row
-    (audio bytes, or the file's path, size and modification time)."""
-    if examples.cache_files:
-        return examples._fingerprint
-    digest = hashlib.sha256()
-    for row in examples.select_columns(["id", "audio", "text"]):
-        audio = row["audio"] or {}
-        if audio.get("bytes") is not None:
-            stamp = hashlib.sha256(audio["bytes"]).hexdigest()
-        else:
-            try:
-                st = os.stat(audio.get("path") or "")
-                stamp = f"{st.st_size}:{st.st_mtime_ns}"
-            except OSError:
-                stamp = "missing"
-        digest.update(json.dumps([row["id"], row["text"], audio.get("path"), stamp]).encode())
-    return digest.hexdigest()
-
-
 def _map(ds: Dataset, featurizer: Featurizer, num_proc: int, fingerprint: str) -> Dataset:
     kwargs = dict(features=featurizer.features, remove_columns=["audio"], new_fingerprint=fingerprint,
                   load_from_cache_file=False, desc="features")
@@ -198,7 +178,7 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
     """Lazy version for streamed data: bad rows are counted as the iterator meets them (first pass only)."""
     counted: set[str] = set()
     count_seen = not report.has_split(split)
-    report._stats(split)
+    report.register(split)
 
     def run(row: dict[str, Any]) -> dict[str, Any]:
         out = featurizer(row)
@@ -232,19 +212,19 @@ def prepare_split(
 ) -> Dataset | IterableDataset:
     """Features and labels for `examples`; skipped rows go to `report` under `split`.
 
-    Columns: input_features (n_mels x 3000 float32), labels (prefix + text + <|endoftext|>), duration, id, text.
+    `language`: a Whisper code (or None) as the caller resolved it. Columns: input_features (n_mels x 3000
+    float32), labels (prefix + text + <|endoftext|>), duration, id, text.
     Raises UserError when no example is usable.
     """
     report = report if report is not None else DataReport()
-    resolved = resolve_language(language)
-    featurizer = Featurizer(processor, resolved[0] if resolved else None, task, max_label_length, data.max_duration_s)
+    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s)
     if isinstance(examples, IterableDataset):
         return _prepare_stream(examples, featurizer, report, split, max_samples)
     if not report.has_split(split):
         report.add_seen(split, len(examples))
 
     key = hashlib.sha256(
-        json.dumps([CACHE_FORMAT, _source_fingerprint(examples), featurizer.settings(), task, max_samples]).encode()
+        json.dumps([CACHE_FORMAT, source_fingerprint(examples), featurizer.settings(), task, max_samples]).encode()
     ).hexdigest()[:32]
     target = Path(cache_dir or data.cache_dir or default_cache_dir()) / key
     if (target / "skipped.json").is_file():

@@ -48,6 +48,10 @@ class DataReport:
     def _stats(self, split: str) -> SplitStats:
         return self.splits.setdefault(split, SplitStats())
 
+    def register(self, split: str) -> None:
+        """Count `split` in the report even if no row of it is ever seen, kept or skipped."""
+        self._stats(split)
+
     def has_split(self, split: str) -> bool:
         return split in self.splits
 

@@ -250,7 +250,7 @@ def load_examples(data: DataConfig, split: str, report: DataReport | None = None
         if data.source == "folder" and not root.is_dir():
             raise UserError(f"{root}: audio folder not found")
         rows: list[dict[str, Any]] = []
-        report._stats(split)  # registered even if every row is skipped
+        report.register(split)  # reported even if every row is skipped
         known = set(STANDARD_SPLITS) | {p for expr in (data.train_split, data.eval_split, split) if expr
                                         for p in split_parts(expr)}
         for part in split_parts(split):

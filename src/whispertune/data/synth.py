@@ -28,10 +28,10 @@ import soxr
 from tqdm import tqdm
 
 from ..errors import UserError
+from .audio import SAMPLE_RATE
 from .sentences import load_sentences
 from .synth_engines import Voice, check_engines, draw_voices, run_espeak, run_festival
 
-SAMPLE_RATE = 16000
 MANIFEST_VERSION = 1
 
 

@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..data.features import prepare_split
-from ..data.report import DataReport
+from ..data.report import REPORT_FILENAME, DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
 from .generation import Loaded, check_decoding, generate_batch, load_for_inference
 from .metrics import error_rates, utterance_rates
 from .normalize import NormalizerKind
+from .options import DecodingOptions, LoadOptions, resolve_batch_size
 
 
 @dataclass
@@ -63,25 +64,6 @@ class EvalResult:
         out = asdict(self)
         out.pop("predictions")
         return out
-
-
-# On an 80-141 GB GPU; tokens/s of large-v2 rose with the batch up to 128-256 (docs/speed.md)
-DEFAULT_GPU_BATCH = 128
-DEFAULT_CPU_BATCH = 8
-
-
-def resolve_batch_size(batch_size: int | None, device: str) -> int:
-    """`None` or 0 (auto): DEFAULT_CPU_BATCH off CUDA; on CUDA by the GPU's memory, 2 x DEFAULT_GPU_BATCH from
-    120 GiB down to 16 below 20 GiB (the sizes that fit large-v2, the largest Whisper)."""
-    if batch_size:
-        return batch_size
-    if not str(device).startswith("cuda"):
-        return DEFAULT_CPU_BATCH
-    # large-v2 at 40 new tokens: batch 128 used 34 GiB, 64 used 18.6 GiB (benchmarks/results/eval_throughput.jsonl)
-    total_gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
-    if total_gib >= 120:  # 141 GB H200: 256 measured 3408 tok/s vs 3040 at 128 (harness, 65 GiB on large-v2)
-        return 2 * DEFAULT_GPU_BATCH
-    return DEFAULT_GPU_BATCH if total_gib >= 75 else 64 if total_gib >= 38 else 32 if total_gib >= 20 else 16
 
 
 def feature_block(dataset: Any, rows: list[int]) -> np.ndarray:
@@ -193,46 +175,50 @@ def evaluate(
     data: DataConfig | None = None,
     split: str = "test",
     dataset: Any = None,
-    language: str | None = None,
-    task: str | None = None,
-    batch_size: int | None = None,
-    max_new_tokens: int = 255,
-    num_beams: int = 1,
-    quantization: str = "none",
-    device: str | None = None,
-    out_dir: str | Path | None = None,
+    load: LoadOptions = LoadOptions(),
+    decoding: DecodingOptions = DecodingOptions(),
     normalizer: NormalizerKind = "auto",
     max_samples: int | None = None,
-    autocast: bool = True,
+    sort_by_length: bool = True,
+    encoder_outputs: torch.Tensor | None = None,
+    out_dir: str | Path | None = None,
     progress: bool = True,
     loaded: Loaded | None = None,
 ) -> EvalResult:
-    """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe."""
-    if (batch_size is not None and batch_size < 0) or max_new_tokens <= 0:
-        raise UserError("batch_size must be a positive integer (or 0 for auto) and max_new_tokens positive")
+    """Transcribe a split and score it; see the module docstring.
+
+    `load`: what to load (ignored with `loaded`, a model already loaded); `decoding`: how to generate.
+    `sort_by_length`: batches of similar lengths, longest first (False: dataset order). `encoder_outputs`:
+    the encoder's outputs for the prepared dataset's rows (N, frames, d_model), e.g. cached for frozen-encoder
+    training; the encoder is then not run.
+    """
     if loaded is None:
-        loaded = load_for_inference(
-            model, adapter, quantization=quantization, device=device, language=language, task=task
-        )
-    check_decoding(loaded, max_new_tokens, num_beams)
-    batch_size = resolve_batch_size(batch_size, loaded.info.get("device", "cpu"))
+        loaded = load_for_inference(model, adapter, load)
+    check_decoding(loaded, decoding.max_new_tokens, decoding.num_beams)
+    batch_size = resolve_batch_size(decoding.batch_size, loaded.info.get("device", "cpu"))
     report = DataReport()
     prepared = prepare_eval_data(loaded, data=data, split=split, dataset=dataset, max_samples=max_samples,
                                  report=report)
     references = _references(prepared, loaded.processor.tokenizer)
     ids = [str(i) for i in prepared["id"]] if "id" in prepared.column_names else [str(i) for i in range(len(prepared))]
     durations = prepared["duration"] if "duration" in prepared.column_names else [len(r) for r in references]
-    order = length_order(durations)
+    order = length_order(durations) if sort_by_length else list(range(len(prepared)))
+    if encoder_outputs is not None and len(encoder_outputs) != len(prepared):
+        raise UserError(f"encoder_outputs has {len(encoder_outputs)} rows for {len(prepared)} examples")
 
     hypotheses: list[str] = [""] * len(prepared)
     new_tokens = 0
     start = time.perf_counter()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    reader = prefetched(lambda rows: feature_block(prepared, rows), batches)
+    if encoder_outputs is not None:
+        reader = (encoder_outputs[rows] for rows in batches)
+    else:
+        reader = prefetched(lambda rows: feature_block(prepared, rows), batches)
     for batch, feats in tqdm(zip(batches, reader), total=len(batches), desc=f"evaluate {split}", unit="batch",
                              disable=not progress):
-        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   autocast=autocast)
+        generated = generate_batch(loaded, feats, encoded=encoder_outputs is not None,
+                                   max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
+                                   autocast=decoding.autocast)
         new_tokens += generated.new_tokens
         for index, text in zip(batch, generated.texts):
             hypotheses[index] = text
@@ -245,7 +231,7 @@ def evaluate(
         for i, r, h in zip(ids, references, hypotheses)
     ]
     info = {**loaded.info, "split": split, "normalizer": normalizer, "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens, "num_beams": num_beams, "data": report.summary_line(),
+            "max_new_tokens": decoding.max_new_tokens, "num_beams": decoding.num_beams, "data": report.summary_line(),
             "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
     result = EvalResult(
         wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
@@ -254,7 +240,7 @@ def evaluate(
     )
     if out_dir is not None:
         write_outputs(result, out_dir)
-        report.write(Path(out_dir) / "data_report.json")
+        report.write(Path(out_dir) / REPORT_FILENAME)
     if progress:
         print_table(result)
     return result

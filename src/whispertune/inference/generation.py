@@ -19,6 +19,8 @@ import torch
 
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import ConfigError, UserError, reading
+from ..model.parts import base_model, input_dtype
+from .options import TASKS, LoadOptions
 
 ADAPTER_META = "whispertune.json"
 _PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -78,16 +80,6 @@ def base_of_adapter(config: dict[str, Any], meta: dict[str, Any], adapter: str) 
     raise UserError(f"{adapter}: its config names no base model; pass --model")
 
 
-def language_code(language: str | None) -> str | None:
-    """Whisper language code for a name or code ("Marathi" -> "mr"); None stays None."""
-    if language is None:
-        return None
-    from ..languages import resolve_language  # lazy: `whispertune --help` imports this module
-
-    resolved = resolve_language(language)
-    return resolved[1] if resolved else None
-
-
 def generate_kwargs(loaded: Loaded) -> dict[str, Any]:
     """`language=`/`task=` for `model.generate` (never forced decoder ids).
 
@@ -106,22 +98,16 @@ def _has_processor(path: str) -> bool:
     return Path(path).is_dir() and any((Path(path) / f).is_file() for f in _PROCESSOR_FILES)
 
 
-def load_for_inference(
-    model: str | None = None,
-    adapter: str | None = None,
-    *,
-    quantization: str = "none",
-    device: str | None = None,
-    language: str | None = None,
-    task: str | None = None,
-) -> Loaded:
-    """Load `model` (+ `adapter`) for inference. `task=None` means the adapter's task, else "transcribe"."""
+def load_for_inference(model: str | None = None, adapter: str | None = None,
+                       options: LoadOptions = LoadOptions()) -> Loaded:
+    """Load `model` (+ `adapter`) for inference as `options` say (see inference/options.py)."""
     # lazy: `whispertune --help` imports this module (commands/export -> interop), and these pull in transformers
+    from ..languages import language_code
     from ..model.bnb import cast_inputs_at_int8_layers
-    from ..model.loading import load_base, load_processor
+    from ..model.device import resolve_device
+    from ..model.loading import load_base, load_processor, resolve_name
 
-    if quantization not in ("none", "int8", "nf4"):
-        raise ConfigError(f"quantization: got {quantization!r}, expected one of 'none', 'int8', 'nf4'")
+    quantization = options.quantization
     meta: dict[str, Any] = {}
     merged = False
     if adapter is not None:
@@ -133,18 +119,20 @@ def load_for_inference(
             model = base_of_adapter(adapter_config, meta, adapter)
     if model is None:
         raise UserError("no model given: pass a model (Hub id, directory or embedded:whisper-base) or an adapter")
-    language = language if language is not None else meta.get("language")
-    task = task or meta.get("task") or "transcribe"
-    if task not in ("transcribe", "translate"):
-        raise ConfigError(f"task: got {task!r}, expected 'transcribe' or 'translate'")
+    language = options.language if options.language is not None else meta.get("language")
+    task = options.task or meta.get("task") or "transcribe"
+    if task not in TASKS:
+        raise UserError(f"{adapter}: {ADAPTER_META} names task {task!r}; expected 'transcribe' or 'translate'")
+    # resolved once here; the loaders below take the results
     code = language_code(language)
-
-    model_cfg = ModelConfig(name_or_path=model, language=code, task=task)
+    device = resolve_device(options.device)
+    path = resolve_name(model)
+    model_cfg = ModelConfig(name_or_path=path, language=code, task=task)
     base = load_base(model_cfg, QuantizationConfig(mode=quantization), for_training=False, device=device)
     if quantization == "int8":
         # fp32 activations would reach the int8 matmuls, which cast them to fp16 and warn on every call
         cast_inputs_at_int8_layers(base)
-    processor_path = adapter if adapter is not None and _has_processor(adapter) else model
+    processor_path = adapter if adapter is not None and _has_processor(adapter) else path
     processor = load_processor(processor_path, code, task)
     net = base
     if adapter is not None:
@@ -183,22 +171,12 @@ def check_decoding(loaded: Loaded, max_new_tokens: int, num_beams: int = 1) -> N
     gen = loaded.model.generation_config
     prompt = 1 + bool(getattr(gen, "lang_to_id", None)) + bool(getattr(gen, "task_to_id", None)) + (
         getattr(gen, "no_timestamps_token_id", None) is not None)
-    limit = int(_base_model(loaded.model).config.max_target_positions) - prompt
+    limit = int(base_model(loaded.model).config.max_target_positions) - prompt
     if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
         raise ConfigError(f"max_new_tokens: got {max_new_tokens!r}, expected an integer in [1, {limit}] for this "
                           f"model ({limit + prompt} decoder positions, {prompt} of them taken by its prompt)")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ConfigError(f"num_beams: got {num_beams!r}, expected a positive integer (1: greedy)")
-
-
-def _base_model(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def input_dtype(model: Any) -> torch.dtype:
-    """The dtype the encoder's first weights have (input features are cast to it)."""
-    encoder = _base_model(model).get_encoder()
-    return next(p.dtype for p in encoder.parameters() if p.is_floating_point())
 
 
 @dataclass
@@ -213,23 +191,29 @@ class Generated:
 
 def generate_batch(
     loaded: Loaded,
-    features: np.ndarray | torch.Tensor,
+    inputs: np.ndarray | torch.Tensor,
     *,
+    encoded: bool = False,
     max_new_tokens: int = 255,
     num_beams: int = 1,
     autocast: bool = True,
 ) -> Generated:
     """Greedy (or beam) generation for a batch of (B, mel, 3000) log-Mel features, no gradients.
 
-    Quantized bases on CUDA run under `torch.autocast` in their compute dtype (fp16 inputs reach the
-    int8 matmuls as bitsandbytes expects); elsewhere the model's own dtype is used.
+    `encoded`: `inputs` are encoder outputs (B, frames, d_model) instead, e.g. those cached for frozen-encoder
+    training (training/encoder_cache.py): the encoder is not run again. Quantized bases on CUDA run under
+    `torch.autocast` in their compute dtype (fp16 inputs reach the int8 matmuls as bitsandbytes expects);
+    elsewhere the model's own dtype is used.
     """
-    from ..model.bnb import is_quantized  # lazy: `whispertune --help` imports this module
+    from transformers.modeling_outputs import BaseModelOutput  # lazy: `whispertune --help` imports this module
+
+    from ..model.bnb import is_quantized
 
     model = loaded.model
     device = torch.device(loaded.info.get("device", "cpu"))
-    feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(model))
-    use_autocast = autocast and device.type == "cuda" and is_quantized(_base_model(model))
+    feats = torch.as_tensor(inputs).to(device=device, dtype=input_dtype(model))
+    model_inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=feats)} if encoded else {"input_features": feats}
+    use_autocast = autocast and device.type == "cuda" and is_quantized(base_model(model))
     dtype = torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported() else torch.float16
     gen = model.generation_config
     kwargs = generate_kwargs(loaded)
@@ -237,12 +221,12 @@ def generate_batch(
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
         if lang_ids and "language" not in kwargs:
             # detected here rather than inside generate, so that the language of each clip is known
-            detected = model.detect_language(input_features=feats).tolist()
+            detected = model.detect_language(**model_inputs).tolist()
             id_to_lang = {v: k[2:-2] for k, v in lang_ids.items()}
             kwargs["language"] = [id_to_lang[int(i)] for i in detected]
         # No return_dict_in_generate: with it, transformers 5 copies every layer's KV cache of every clip
         # to the CPU and back (15 GiB a batch of 64 on large-v2); that made evaluation 13x slower.
-        new = model.generate(input_features=feats, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+        new = model.generate(**model_inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
     new_tokens = new.tolist()
     languages = kwargs.get("language")
     if not isinstance(languages, list):

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.audio import audio_seconds, stream_audio
-from ..errors import AudioError, ConfigError, UserError
+from ..data.audio import SAMPLE_RATE, audio_seconds, stream_audio
+from ..errors import AudioError, ConfigError
 from .generation import Loaded, check_decoding, generate_batch, load_for_inference
 from .normalize import normalize_text
+from .options import DecodingOptions, LoadOptions, resolve_batch_size
 
-SAMPLE_RATE = 16000
 SILENCE_RMS = 0.003  # about -50 dBFS
 _FRAME = 480  # 30 ms at 16 kHz
 
@@ -163,30 +163,23 @@ def transcribe(
     model: str | None = None,
     adapter: str | None = None,
     *,
-    language: str | None = None,
-    task: str | None = None,
-    quantization: str = "none",
-    device: str | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int = 255,
-    num_beams: int = 1,
+    load: LoadOptions = LoadOptions(),
+    decoding: DecodingOptions = DecodingOptions(batch_size=8),
     chunk_seconds: float = 30.0,
     overlap_seconds: float = 5.0,
-    autocast: bool = True,
     progress: bool = True,
     loaded: Loaded | None = None,
 ) -> list[Transcript]:
     """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
 
+    `load`: what to load (ignored with `loaded`); `decoding`: how to generate (batch: windows per call).
     Progress is shown in seconds of audio done (the total from the files' headers).
     """
     chunk, step = window_samples(chunk_seconds, overlap_seconds)  # before the model loads: fail fast
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise UserError(f"batch_size: got {batch_size!r}, expected a positive integer")
     if loaded is None:
-        loaded = load_for_inference(model, adapter, quantization=quantization, device=device,
-                                    language=language, task=task)
-    check_decoding(loaded, max_new_tokens, num_beams)
+        loaded = load_for_inference(model, adapter, load)
+    check_decoding(loaded, decoding.max_new_tokens, decoding.num_beams)
+    batch_size = resolve_batch_size(decoding.batch_size, loaded.info.get("device", "cpu"))
     transcripts = [Transcript(str(path), "", loaded.info.get("language")) for path in files]
     texts: list[list[str]] = [[] for _ in files]
     detected: list[list[str]] = [[] for _ in files]
@@ -199,8 +192,8 @@ def transcribe(
         if not pending:
             return
         feats = extractor([p[2] for p in pending], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   autocast=autocast)
+        generated = generate_batch(loaded, feats, max_new_tokens=decoding.max_new_tokens,
+                                   num_beams=decoding.num_beams, autocast=decoding.autocast)
         for (t, j, _, _), text, lang in zip(pending, generated.texts, generated.languages):
             texts[t][j] = text
             if lang:

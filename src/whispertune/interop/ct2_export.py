@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..inference.generation import ADAPTER_META, language_code
+from ..inference.generation import ADAPTER_META
 from ..pretrained.embedded import resolve_model_name
-from .merge import language_fields, merge, prepare_out_dir
+from .merge import merge, prepare_out_dir
 from .parity import Clip, ParityReport, check_parity, default_clips, enforce_parity, read_clips
 
 CT2_QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
@@ -52,6 +52,8 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
                overwrite: bool = False, max_new_tokens: int = 255) -> ExportResult:
     """Export `model` (or `adapter` merged into its base) to a faster-whisper directory, checked for parity."""
     from ctranslate2.converters import TransformersConverter
+
+    from ..languages import language_code, language_fields  # lazy: `whispertune --help` imports this module
 
     if quantization not in CT2_QUANTIZATIONS:
         raise UserError(f"quantization: got {quantization!r}, expected one of {', '.join(CT2_QUANTIZATIONS)}")

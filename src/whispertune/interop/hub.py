@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..inference.generation import ADAPTER_META
 
 CARD_MARKER = "<!-- written by whispertune -->"
 _TRAINING_KEYS = {"lora": None, "quantization": ("mode",), "train": ("learning_rate", "max_steps", "num_epochs",
@@ -37,7 +38,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a directory")
-    meta = _read_json(folder / "whispertune.json")
+    meta = _read_json(folder / ADAPTER_META)
     if (folder / "adapter_config.json").is_file():
         kind = "adapter"
     elif (folder / "model.bin").is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import UserError
-from ..inference.generation import ADAPTER_META, adapter_metadata, base_of_adapter, language_code
+from ..inference.generation import ADAPTER_META, adapter_metadata, base_of_adapter
 
 DTYPES = ("float32", "float16")
 
@@ -28,13 +28,6 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def language_fields(code: str | None) -> dict[str, str | None]:
-    from ..languages import resolve_language  # lazy: `whispertune --help` imports this module
-
-    resolved = resolve_language(code) if code else None
-    return {"language": resolved[1] if resolved else None, "language_name": resolved[0] if resolved else None}
-
-
 def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32", model: str | None = None,
           overwrite: bool = False) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its (unquantized) base; write a transformers checkpoint.
@@ -44,17 +37,21 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32
     """
     from peft import PeftModel
 
-    from ..model.loading import load_base, load_processor  # lazy: `whispertune --help` imports this module
+    # lazy: `whispertune --help` imports this module
+    from ..languages import language_fields
+    from ..model.loading import load_base, load_processor, resolve_name
 
     if dtype not in DTYPES:
         raise UserError(f"dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
     adapter = str(adapter_dir)
     adapter_cfg, meta = adapter_metadata(adapter)
     base_name = model or base_of_adapter(adapter_cfg, meta, adapter)
-    code, task = language_code(meta.get("language")), meta.get("task") or "transcribe"
+    languages = language_fields(meta.get("language"))
+    code, task = languages["language"], meta.get("task") or "transcribe"
     out = prepare_out_dir(out_dir, overwrite)
 
-    base = load_base(ModelConfig(name_or_path=base_name, language=code, task=task), QuantizationConfig(mode="none"),
+    base_path = resolve_name(base_name)
+    base = load_base(ModelConfig(name_or_path=base_path, language=code, task=task), QuantizationConfig(mode="none"),
                      for_training=False, device="cpu")
     try:
         peft_model = PeftModel.from_pretrained(base, adapter, is_trainable=False)
@@ -64,7 +61,7 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32
     if dtype == "float16":
         merged = merged.half()
     has_processor = Path(adapter, "tokenizer.json").is_file() or Path(adapter, "processor_config.json").is_file()
-    processor = load_processor(adapter if has_processor else base_name, code, task)
+    processor = load_processor(adapter if has_processor else base_path, code, task)
 
     # write next to the destination, then rename: an interrupted merge leaves no half checkpoint
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +71,7 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32
         processor.save_pretrained(tmp)
         processor.feature_extractor.save_pretrained(tmp)  # preprocessor_config.json, read by faster-whisper
         run_dir = Path(adapter).resolve().parent if Path(adapter).is_dir() else None
-        info = {"kind": "merged", "base_model": base_name, "adapter": adapter, **language_fields(code), "task": task,
+        info = {"kind": "merged", "base_model": base_name, "adapter": adapter, **languages, "task": task,
                 "dtype": dtype, "adapter_quantization": meta.get("quantization"), "lora": meta.get("lora"),
                 "run_dir": str(run_dir) if run_dir and (run_dir / "config.yaml").is_file() else meta.get("run_dir")}
         (tmp / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")

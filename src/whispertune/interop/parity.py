@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.audio import load_audio
+from ..data.audio import SAMPLE_RATE, load_audio
 from ..data.sentences import load_sentences
 from ..data.synth import synthesize_corpus
 from ..errors import AudioError, UserError
 from ..inference.generation import generate_batch, load_for_inference
+from ..inference.options import LoadOptions
 from ..pretrained.embedded import cache_root
 
 DEFAULT_CLIPS = 6  # sentences of the shipped test list spoken by espeak-ng for the parity check
@@ -101,7 +102,7 @@ def check_parity(ct2_dir: str | Path, model_dir: str | Path, clips: Sequence[Cli
 
     from ..inference.metrics import error_rates  # lazy: `whispertune --help` imports this module
 
-    loaded = load_for_inference(str(model_dir), language=language, task=task)
+    loaded = load_for_inference(str(model_dir), options=LoadOptions(language=language, task=task))
     code = loaded.info["language"]
     device = "cuda" if loaded.info["device"].startswith("cuda") else "cpu"
     ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default")
@@ -113,10 +114,10 @@ def check_parity(ct2_dir: str | Path, model_dir: str | Path, clips: Sequence[Cli
     for batch in tqdm(batches, desc="parity", unit="batch"):
         audios = [load_audio(c.path) for c in batch]
         for clip, audio in zip(batch, audios):
-            if len(audio) > MAX_CLIP_SECONDS * 16000:
-                raise AudioError(f"{clip.path}: {len(audio) / 16000:.1f} s long; parity clips must be at most 30 s",
+            if len(audio) > MAX_CLIP_SECONDS * SAMPLE_RATE:
+                raise AudioError(f"{clip.path}: {len(audio) / SAMPLE_RATE:.1f} s long; parity clips must be at most 30 s",
                                  "too_long")
-        feats = extractor(audios, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+        feats = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype(np.float32)
         hf_texts += generate_batch(loaded, feats, max_new_tokens=max_new_tokens).texts
         results = ct2_model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
                                      [prompt] * len(batch), beam_size=1, max_length=len(prompt) + max_new_tokens)

@@ -10,7 +10,6 @@ from torch import nn
 
 from ..config import QuantizationConfig
 from ..errors import HardwareError
-from .device import resolve_compute_dtype
 
 
 def check_quantization(mode: str, device: str) -> None:
@@ -58,8 +57,8 @@ def check_device_map(quant_cfg: QuantizationConfig) -> None:
         )
 
 
-def bnb_config(quant_cfg: QuantizationConfig, device: str):
-    """The `BitsAndBytesConfig` for int8 / nf4 (None for mode none)."""
+def bnb_config(quant_cfg: QuantizationConfig, compute_dtype: torch.dtype):
+    """The `BitsAndBytesConfig` for int8 / nf4 (None for mode none); `compute_dtype`: nf4's matmul dtype."""
     from transformers import BitsAndBytesConfig
 
     if quant_cfg.mode == "int8":
@@ -68,7 +67,7 @@ def bnb_config(quant_cfg: QuantizationConfig, device: str):
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=resolve_compute_dtype(quant_cfg.compute_dtype, device),
+            bnb_4bit_compute_dtype=compute_dtype,
             bnb_4bit_use_double_quant=quant_cfg.double_quant,
         )
     return None

@@ -1,7 +1,8 @@
 """Load a Whisper base (full precision, int8 or nf4) and its processor.
 
-Any `AutoModelForSpeechSeq2Seq` checkpoint works (Hub id or local directory); `embedded:` names are
-resolved to their local directory first. `trust_remote_code` is never set.
+Any `AutoModelForSpeechSeq2Seq` checkpoint works (Hub id or local directory). The loaders take what the
+caller resolved once (training's plan, `load_for_inference`): a model path from `resolve_name` (`embedded:`
+names mapped to their local directory) and a Whisper language code. `trust_remote_code` is never set.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import torch
 
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import HardwareError, UserError, reading
-from ..languages import resolve_language
 from ..pretrained.embedded import resolve_model_name
 from .bnb import bnb_config, check_device_map, check_quantization
 from .device import resolve_compute_dtype, resolve_device
@@ -30,25 +30,17 @@ def resolve_name(name: str) -> str:
     return resolved
 
 
-def _language_code(language: str | None) -> str | None:
-    if language is None:
-        return None
-    resolved = resolve_language(language)
-    return resolved[1] if resolved else None
-
-
-def load_processor(model_path: str, language: str | None, task: str, *, revision: str | None = None,
+def load_processor(path: str, language: str | None, task: str, *, revision: str | None = None,
                    token: str | None = None):
-    """The model's processor with the tokenizer's prefix set to `language` (name or code) and `task`."""
+    """The processor of the model at `path` (resolved: `resolve_name`) with the tokenizer's prefix set to
+    `language` (a Whisper code, or None) and `task`."""
     from transformers import AutoProcessor
 
-    path = resolve_name(model_path)
     check_processor_dir(Path(path))
-    with reading(f"the processor of {model_path}"):
+    with reading(f"the processor of {path}"):
         processor = AutoProcessor.from_pretrained(path, revision=revision, token=token, trust_remote_code=False)
-    code = _language_code(language)
-    if code is not None:
-        processor.tokenizer.set_prefix_tokens(language=code, task=task)
+    if language is not None:
+        processor.tokenizer.set_prefix_tokens(language=language, task=task)
     else:
         processor.tokenizer.set_prefix_tokens(task=task)
     return processor
@@ -56,7 +48,10 @@ def load_processor(model_path: str, language: str | None, task: str, *, revision
 
 def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_training: bool,
               device: str | None = None, dtype: torch.dtype | None = None):
-    """Load the base model (by Hub id or local dir) in full precision, int8 or nf4.
+    """Load the base model in full precision, int8 or nf4.
+
+    `model_cfg` as resolved by the caller: `name_or_path` a local directory or Hub id (`resolve_name`),
+    `language` a Whisper code or None. `device`: None picks one (`resolve_device`).
 
     `dtype` (mode none): the dtype of the weights; default fp32 on CPU, else the compute dtype. Training
     passes its precision's dtype: with LoRA the base is frozen, so it needs no fp32 master copy (that copy
@@ -66,7 +61,7 @@ def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_trai
     """
     from transformers import AutoModelForSpeechSeq2Seq
 
-    device = resolve_device(device)
+    device = device if device is not None else resolve_device()
     check_quantization(quant_cfg.mode, device)
     check_device_map(quant_cfg)
     compute = resolve_compute_dtype(quant_cfg.compute_dtype, device)
@@ -80,23 +75,21 @@ def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_trai
     if quant_cfg.mode == "none":
         kwargs["dtype"] = dtype or (torch.float32 if device == "cpu" else compute)
     else:
-        kwargs["quantization_config"] = bnb_config(quant_cfg, device)
+        kwargs["quantization_config"] = bnb_config(quant_cfg, compute)
         # int8 layers take fp16 inputs; non-quantized weights in the compute dtype (fp32 on CPU)
         kwargs["dtype"] = compute if quant_cfg.mode == "nf4" or device == "cpu" else torch.float16
         kwargs["device_map"] = {"": "cpu"} if device == "cpu" else quant_cfg.device_map
-    name = resolve_name(model_cfg.name_or_path)
-    check_model_dir(Path(name))
+    check_model_dir(Path(model_cfg.name_or_path))
     try:
         with reading(f"model {model_cfg.name_or_path}"):
-            model = AutoModelForSpeechSeq2Seq.from_pretrained(name, **kwargs)
+            model = AutoModelForSpeechSeq2Seq.from_pretrained(model_cfg.name_or_path, **kwargs)
     except ImportError as exc:  # flash_attention_2 or bitsandbytes backend missing
         raise HardwareError(f"cannot load {model_cfg.name_or_path!r} with this setup: {exc}") from None
     if quant_cfg.mode == "none":
         model.to(device)
     gen = model.generation_config
-    code = _language_code(model_cfg.language)
-    if code is not None and getattr(gen, "lang_to_id", None):
-        gen.language = code
+    if model_cfg.language is not None and getattr(gen, "lang_to_id", None):
+        gen.language = model_cfg.language
     gen.task = model_cfg.task if getattr(gen, "task_to_id", None) else None
     if for_training:
         model.config.use_cache = False

@@ -18,6 +18,7 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
+from ..data.audio import SAMPLE_RATE
 from ..errors import UserError
 
 ENDOFTEXT = "<|endoftext|>"
@@ -41,7 +42,7 @@ def build_tokenizer(ct2_dir: str | Path) -> WhisperTokenizerFast:
 
 def build_processor(ct2_dir: str | Path, num_mel_bins: int = 80) -> WhisperProcessor:
     """A processor for a CTranslate2 Whisper directory: 16 kHz, 30 s windows, `num_mel_bins` bands."""
-    features = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=16000)
+    features = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=SAMPLE_RATE)
     return WhisperProcessor(feature_extractor=features, tokenizer=build_tokenizer(ct2_dir))
 
 

@@ -1,16 +1,12 @@
-"""How a resolved config becomes the Trainer's arguments: precision, batch sizes, workers, schedule."""
+"""How a run's plan becomes the Trainer's arguments: precision, batch sizes, workers, schedule."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import torch
 from transformers import Seq2SeqTrainingArguments
 
-from ..config import Config
-from ..errors import HardwareError
-from ..inference.evaluate import resolve_batch_size
+from .plan import Plan
 
 
 def dataloader_workers(requested: int, device: str) -> int:
@@ -21,28 +17,15 @@ def dataloader_workers(requested: int, device: str) -> int:
     return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto`: bf16 where CUDA supports it, else fp16 (loss scaling) on CUDA, fp32 on CPU."""
-    cuda = device.startswith("cuda")
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    if precision == "auto":
-        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
-    if precision == "fp16" and not cuda:
-        raise HardwareError("train.precision=fp16 needs a CUDA GPU (loss-scaled fp16 autocast); on CPU use fp32 or bf16")
-    if precision == "bf16" and cuda and not bf16_ok:
-        raise HardwareError("train.precision=bf16: this GPU has no bf16 support; use fp16 or fp32")
-    return precision
-
-
-def training_arguments(cfg: Config, run_dir: Path, precision: str, device: str, has_eval: bool,
-                       generation_max_length: int | None = None):
+def training_arguments(plan: Plan, has_eval: bool, generation_max_length: int | None = None):
+    cfg, run_dir, precision, device = plan.config, plan.run_dir, plan.precision, plan.device
     t = cfg.train
     eval_strategy = t.eval_strategy if has_eval else "no"
     workers = dataloader_workers(t.dataloader_num_workers, device)
     return Seq2SeqTrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=resolve_batch_size(cfg.eval.batch_size, device),
+        per_device_eval_batch_size=plan.eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         warmup_steps=t.warmup_steps,

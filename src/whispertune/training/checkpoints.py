@@ -1,6 +1,6 @@
 """Adapter-only checkpoints written atomically, and finding the checkpoint to resume from.
 
-The trainer writes each checkpoint into `checkpoints/.tmp/checkpoint-N` and renames it to
+The trainer (`atomic_trainer.AtomicCheckpointTrainer`) writes each checkpoint into `checkpoints/.tmp/checkpoint-N` and renames it to
 `checkpoints/checkpoint-N` only once every file is on disk, so a run killed mid-save never leaves a
 half-written `checkpoint-N` for resume to pick up. A checkpoint holds the LoRA adapter
 (`adapter_model.safetensors`, `adapter_config.json`), optimizer, scheduler, RNG and trainer state;
@@ -10,19 +10,15 @@ never full-model weights.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
-from ..inference.generation import input_dtype
-from .guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 
 STAGING = ".tmp"
 # Files a resumable checkpoint must hold (the rename makes them all-or-nothing; this also rejects
@@ -137,74 +133,9 @@ def full_weight_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and FULL_WEIGHTS.match(p.name)]
 
 
-def _rotate(root: Path, keep: int | None) -> None:
+def rotate_checkpoints(root: Path, keep: int | None) -> None:
+    """Delete all but the newest `keep` complete checkpoints under `root` (None or 0: keep all)."""
     if keep is None or keep <= 0:
         return
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old)
-
-
-class AtomicCheckpointTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose checkpoints appear by an atomic rename and hold the adapter only, and
-    whose steps with a NaN/inf loss or gradient update nothing (see `training.guards`)."""
-
-    _staging_root: str | None = None
-
-    def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
-        super().__init__(*args, **kwargs)
-        fp16 = getattr(self.accelerator, "scaler", None) is not None
-        self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps, fp16_scaler=fp16, last_checkpoint=newest_checkpoint)
-        self.add_callback(self.nonfinite_guard)
-        self._last_finite_loss: torch.Tensor | None = None
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        self.nonfinite_guard.after_backward(loss, model)
-        # The logged loss of a skipped micro-batch is the last finite one, computed on the device: the
-        # trainer's own NaN filter (logging_nan_inf_filter, switched off) read the loss on every micro-batch.
-        if self._last_finite_loss is None:
-            self._last_finite_loss = torch.zeros_like(loss)
-        loss = torch.where(torch.isfinite(loss), loss, self._last_finite_loss)
-        self._last_finite_loss = loss
-        return loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        # Batches carry float32 features; the frozen base may be bf16/fp16, and generation runs outside autocast.
-        if "input_features" in inputs:
-            inputs = {**inputs, "input_features": inputs["input_features"].to(input_dtype(model))}
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if self.nonfinite_guard.skipped_steps:  # also lands in train_log.jsonl and metrics
-            logs = {**logs, "nonfinite_skipped": len(self.nonfinite_guard.skipped_steps)}
-        super().log(logs, *args, **kwargs)
-
-    def _get_output_dir(self, trial) -> str:
-        # While a checkpoint is being written, the parent class writes into the staging directory.
-        return self._staging_root or super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        root = Path(self.args.output_dir)
-        staging = root / STAGING
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        self._staging_root = str(staging)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        written = staging / name
-        stray = full_weight_files(written)
-        if stray:  # a PeftModel saves only its adapter; anything else is a bug, not a checkpoint
-            raise RuntimeError(f"checkpoint {name} would contain full-model weights: {[p.name for p in stray]}")
-        for path in written.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-        target = root / name
-        if target.exists():  # same step saved again (e.g. after resume): replace the old copy
-            shutil.rmtree(target)
-        os.replace(written, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        _rotate(root, self.args.save_total_limit)

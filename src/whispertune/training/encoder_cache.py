@@ -17,41 +17,35 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers.modeling_outputs import BaseModelOutput
+
+from ..data.features import default_cache_dir
+from ..model.parts import base_model, encoder, input_dtype
 
 STORE_DTYPE = torch.float16
 
 
-def _encoder(model):
-    """The Whisper encoder of a plain, quantized or peft-wrapped model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_encoder()
-
-
-def _compute_dtype(module) -> torch.dtype:
-    """The dtype activations flow in: the first float parameter's (quantized weights are not floats)."""
-    for p in module.parameters():
-        if p.dtype in (torch.float32, torch.float16, torch.bfloat16):
-            return p.dtype
-    return torch.float32
+def encoder_cache_dir(features_cache_dir: str | None) -> Path:
+    """Where cached encoder outputs live: `encoder/` inside `data.cache_dir` when one is set, else next to the
+    default features cache (`<user cache>/whispertune/encoder`)."""
+    return Path(features_cache_dir) / "encoder" if features_cache_dir else default_cache_dir().parent / "encoder"
 
 
 @torch.inference_mode()
 def encode_features(model, features, *, batch_size: int = 8, progress: bool = True, desc: str = "encoding") -> torch.Tensor:
     """Encoder outputs (N, 1500, d_model) in float16 for a sequence of (80, 3000) feature arrays."""
-    encoder = _encoder(model)
-    device = next(encoder.parameters()).device
-    dtype = _compute_dtype(encoder)
-    was_training = encoder.training
-    encoder.eval()  # no dropout in the cached outputs
+    enc = encoder(model)
+    device = next(enc.parameters()).device
+    dtype = input_dtype(model)
+    was_training = enc.training
+    enc.eval()  # no dropout in the cached outputs
     chunks = []
     with tqdm(total=len(features), desc=desc, unit="clip", disable=not progress) as bar:
         for start in range(0, len(features), batch_size):
             batch = torch.as_tensor(features[start : start + batch_size], dtype=dtype, device=device)
-            hidden = encoder(input_features=batch).last_hidden_state
+            hidden = enc(input_features=batch).last_hidden_state
             chunks.append(hidden.to("cpu", STORE_DTYPE))
             bar.update(len(batch))
-    encoder.train(was_training)
+    enc.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
@@ -102,8 +96,7 @@ class CachedEncoderDataset(torch.utils.data.Dataset):
 
 
 def _cross_attention_layers(model) -> list:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return [layer.encoder_attn for layer in base.get_decoder().layers]
+    return [layer.encoder_attn for layer in base_model(model).get_decoder().layers]
 
 
 def check_cross_kv_frozen(model) -> None:
@@ -126,7 +119,7 @@ def cross_attention_kv(model, hidden: torch.Tensor, *, batch_size: int = 8, prog
     check_cross_kv_frozen(model)
     layers = _cross_attention_layers(model)
     device = next(model.parameters()).device
-    dtype = _compute_dtype(_encoder(model))
+    dtype = input_dtype(model)
     first = layers[0]
     # filled in place: collecting chunks and concatenating them would need twice the memory
     out = torch.empty((len(hidden), len(layers), 2, first.num_heads, hidden.shape[1], first.head_dim),
@@ -185,28 +178,4 @@ def cached_dataset(model, dataset, *, model_dir: str, quantization: str, cache_d
     hidden = cached_encode(model, dataset, cache_dir=cache_dir, key=key, batch_size=batch_size,
                            progress=progress, desc=desc)
     kv = cross_attention_kv(model, hidden, progress=progress) if cross_kv else None
-    return CachedEncoderDataset(list(dataset["labels"]), hidden, _compute_dtype(_encoder(model)), kv)
-
-
-@torch.inference_mode()
-def generate_from_cache(model, processor, hidden: torch.Tensor, *, language: str | None, task: str,
-                        batch_size: int = 16, max_new_tokens: int = 128, progress: bool = True,
-                        desc: str = "decoding") -> list[str]:
-    """Greedy transcripts for cached encoder outputs (language and task passed to generate)."""
-    device = next(model.parameters()).device
-    dtype = _compute_dtype(_encoder(model))
-    texts: list[str] = []
-    with tqdm(total=len(hidden), desc=desc, unit="clip", disable=not progress) as bar:
-        for start in range(0, len(hidden), batch_size):
-            states = hidden[start : start + batch_size].to(device, dtype)
-            out = model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                language=language,
-                task=task,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                do_sample=False,
-            )
-            texts.extend(t.strip() for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True))
-            bar.update(len(states))
-    return texts
+    return CachedEncoderDataset(list(dataset["labels"]), hidden, input_dtype(model), kv)

@@ -12,7 +12,7 @@ import torch
 from ..errors import ConfigError
 from ..model.fp8 import convert_frozen_linears
 from .offload import EncoderOffload, run_from_host_copy
-from .presets import SpeedPreset, get_preset
+from .presets import SpeedPreset
 
 
 def _whisper_core(model: torch.nn.Module) -> torch.nn.Module:
@@ -52,16 +52,15 @@ def _freeze_encoder(core: torch.nn.Module) -> None:
     encoder.forward = no_grad_forward
 
 
-def prepare_model(model: torch.nn.Module, preset: SpeedPreset | str) -> torch.nn.Module:
-    """Model-level changes of `preset` (or the preset of that name), on a model that already carries its
-    LoRA adapters. The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
+def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Module:
+    """Model-level changes of `preset`, on a model that already carries its LoRA adapters.
+
+    The model is changed in place and returned. `recipe` is left to peft's k-bit preparation.
     """
-    name = preset if isinstance(preset, str) else "this preset"
-    preset = get_preset(preset) if isinstance(preset, str) else preset
     core = _whisper_core(model)
     if preset.freeze_encoder:
         if any(p.requires_grad for p in core.encoder.parameters()):
-            raise ConfigError(f"preset {name!r} needs LoRA on the decoder only (train.freeze_encoder: true)")
+            raise ConfigError(f"preset {preset.name!r} needs LoRA on the decoder only (train.freeze_encoder: true)")
         _freeze_encoder(core)
     if preset.checkpointing != "none":
         # Checkpointing needs a grad-carrying input into the first layer only with the reentrant flavour.
@@ -72,7 +71,7 @@ def prepare_model(model: torch.nn.Module, preset: SpeedPreset | str) -> torch.nn
     offload = None
     if preset.offload_encoder_inputs:
         if preset.checkpointing not in ("all", "encoder") or preset.reentrant:
-            raise ConfigError(f"preset {name!r}: offload_encoder_inputs needs non-reentrant checkpointing of the encoder")
+            raise ConfigError(f"preset {preset.name!r}: offload_encoder_inputs needs non-reentrant checkpointing of the encoder")
         offload = EncoderOffload(core.encoder.layers[0])
     if preset.compile_layers or offload is not None:
         _install_layer_forwards(core, preset, offload)

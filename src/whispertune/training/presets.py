@@ -1,9 +1,11 @@
 """Speed presets: named sets of precision / quantization / checkpointing / attention / compile choices.
 
-`apply_preset(cfg, name)` sets the config fields a preset decides (the trainer then loads the model as
-usual); `preset_surgery.prepare_model(model, name)` makes the model-level changes that have no config
-field (which layers are checkpointed, regional torch.compile, frozen encoder). Measured effects are in
-`benchmarks/NOTES.md`; the presets below are the ones that won there.
+A preset is a `SpeedPreset` object, passed explicitly: `resolve_preset(cfg, device)` picks one (or None),
+`apply_preset(cfg, preset)` sets the config fields it decides and prints each change (the trainer then
+loads the model as usual), and `preset_surgery.prepare_model(model, preset)` makes the model-level
+changes that have no config field (which layers are checkpointed, regional torch.compile, frozen
+encoder). A variant is `dataclasses.replace(get_preset("lean"), batch_size=16)`; the table of named
+presets is read-only. Measured effects are in `benchmarks/NOTES.md`; the presets below won there.
 
 Presets:
 - `recipe`: the reference recipe (int8 weights, peft k-bit preparation: fp32 norms, reentrant
@@ -25,16 +27,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
-from ..config import Config
+from ..config import Config, QuantizationMode
 from ..errors import ConfigError
 from ..model.fp8 import check_fp8_device
 
 
 @dataclass(frozen=True)
 class SpeedPreset:
-    quantization: Literal["none", "int8", "nf4"]
+    name: str  # what `train.speed_preset` names it (and records once applied)
+    quantization: QuantizationMode
     precision: Literal["bf16", "fp16", "fp32"]
     prepare_kbit: bool  # peft's prepare_model_for_kbit_training (fp32 norms, input-grad hook)
     checkpointing: Literal["none", "all", "encoder", "alternate"]  # which layers recompute in backward
@@ -48,19 +52,20 @@ class SpeedPreset:
     offload_encoder_inputs: bool = False  # checkpointed encoder layers' inputs wait in host memory (offload.py)
 
 
-PRESETS: dict[str, SpeedPreset] = {
-    "recipe": SpeedPreset("int8", "fp16", True, "all", True, False, False, 8),
-    "plain": SpeedPreset("none", "bf16", False, "none", False, False, False, 8),
+# read-only: a changed preset is a new object (dataclasses.replace), passed where it is used
+PRESETS: MappingProxyType[str, SpeedPreset] = MappingProxyType({p.name: p for p in (
+    SpeedPreset("recipe", "int8", "fp16", True, "all", True, False, False, 8),
+    SpeedPreset("plain", "none", "bf16", False, "none", False, False, False, 8),
     # batch 32: 67 GiB on large-v2, fits an 80 GB H100 (batch 48 gains ~4 % more but needs 98 GiB)
-    "fast": SpeedPreset("none", "bf16", False, "none", False, True, False, 32),
+    SpeedPreset("fast", "none", "bf16", False, "none", False, True, False, 32),
     # encoder layer inputs in host memory: batch 24 is 5.36 GiB on large-v2 (<= the recipe's 5.45), 5.8x its speed
-    "lean": SpeedPreset("none", "bf16", False, "all", False, True, False, 24, offload_encoder_inputs=True),
+    SpeedPreset("lean", "none", "bf16", False, "all", False, True, False, 24, offload_encoder_inputs=True),
     # batch 12: 5.34 GiB on large-v2 with every checkpoint kept on the GPU (no host memory or PCIe traffic)
-    "lean-resident": SpeedPreset("none", "bf16", False, "all", False, True, False, 12),
+    SpeedPreset("lean-resident", "none", "bf16", False, "all", False, True, False, 12),
     # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
-    "fast-fp8": SpeedPreset("none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
-    "fast-frozen-encoder": SpeedPreset("none", "bf16", False, "none", False, True, True, 32),
-}
+    SpeedPreset("fast-fp8", "none", "bf16", False, "none", False, True, False, 32, fp8_weights=True),
+    SpeedPreset("fast-frozen-encoder", "none", "bf16", False, "none", False, True, True, 32),
+)})
 
 
 def get_preset(name: str) -> SpeedPreset:
@@ -69,13 +74,12 @@ def get_preset(name: str) -> SpeedPreset:
     return PRESETS[name]
 
 
-def apply_preset(cfg: Config, name: str) -> Config:
-    """A copy of `cfg` with the fields preset `name` decides set; everything else is kept.
+def apply_preset(cfg: Config, preset: SpeedPreset) -> Config:
+    """A copy of `cfg` with the fields `preset` decides set, each change printed; everything else is kept.
 
     The batch is the preset's unless `train.speed_batch_size` names another (the presets' batches fit an
     80 GB GPU; a larger GPU can take more, see docs/speed.md).
     """
-    preset = get_preset(name)
     out = copy.deepcopy(cfg)
     out.quantization.mode = preset.quantization
     if preset.quantization == "nf4":
@@ -86,9 +90,9 @@ def apply_preset(cfg: Config, name: str) -> Config:
     out.train.freeze_encoder = preset.freeze_encoder
     out.train.per_device_batch_size = cfg.train.speed_batch_size or preset.batch_size
     out.model.attn_implementation = preset.attn_implementation
-    out.train.speed_preset = name
+    out.train.speed_preset = preset.name
     for section, field, before, after in _changed(cfg, out):  # nothing a preset overrides goes unsaid
-        print(f"speed preset {name}: {section}.{field} {before!r} -> {after!r}")
+        print(f"speed preset {preset.name}: {section}.{field} {before!r} -> {after!r}")
     return out
 
 
@@ -98,7 +102,7 @@ def _changed(before: Config, after: Config) -> list[tuple[str, str, object, obje
             for key, value in fields.items() if old[section].get(key) != value]
 
 
-def resolve_preset(cfg: Config, device: str) -> str | None:
+def resolve_preset(cfg: Config, device: str) -> SpeedPreset | None:
     """The preset `train()` applies for `cfg.train.speed_preset` on `device`, or None (config as written).
 
     Presets are GPU measurements: on a CPU nothing is applied. `auto` on CUDA is `lean` (the recipe's
@@ -109,10 +113,11 @@ def resolve_preset(cfg: Config, device: str) -> str | None:
     if not device.startswith("cuda"):
         return None
     if name == "auto":
-        return None if cfg.train.freeze_encoder else "lean"
-    if cfg.train.cache_encoder_outputs and not get_preset(name).freeze_encoder:
+        return None if cfg.train.freeze_encoder else PRESETS["lean"]
+    preset = get_preset(name)
+    if cfg.train.cache_encoder_outputs and not preset.freeze_encoder:
         raise ConfigError(f"train.speed_preset={name} trains the encoder, but train.cache_encoder_outputs is on; "
                           "use speed_preset auto or fast-frozen-encoder")
-    if get_preset(name).fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
+    if preset.fp8_weights:  # fail before any loading on a GPU without FP8 tensor cores
         check_fp8_device(device)
-    return name
+    return preset

@@ -20,22 +20,19 @@ from transformers import TrainerCallback, set_seed
 from .. import __version__
 from ..config import Config
 from ..data.collate import SpeechCollator, training_view
-from ..data.features import default_cache_dir, prepare_split
-from ..data.report import DataReport
+from ..data.features import prepare_split
+from ..data.report import REPORT_FILENAME, DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
-from ..inference.evaluate import resolve_batch_size
+from ..inference.generation import ADAPTER_META
 from ..inference.metrics import error_rates
-from ..languages import resolve_language
-from ..model.device import resolve_compute_dtype, resolve_device
 from ..model.loading import load_base, load_processor
 from ..model.lora import add_lora, prepare_for_training
-from ..pretrained.embedded import resolve_model_name
-from .arguments import resolve_precision, training_arguments
+from .arguments import training_arguments
+from .atomic_trainer import AtomicCheckpointTrainer
 from .callbacks import StageClock, callbacks
 from .checkpoints import (
     STAGING,
-    AtomicCheckpointTrainer,
     check_lora_matches,
     checkpoint_step,
     finished_at,
@@ -43,9 +40,9 @@ from .checkpoints import (
 )
 from .encoder_cache import CrossKVCollator, cached_dataset
 from .interrupt import StopOnSignal
+from .plan import Plan, resolve_plan
 from .plots import plot_loss
 from .preset_surgery import prepare_model
-from .presets import apply_preset, get_preset, resolve_preset
 from .run_dir import RunIdentity, RunLock, claim, data_fingerprint, write_dir_atomically, write_file_atomically
 
 
@@ -77,16 +74,11 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def _language(cfg: Config) -> tuple[str | None, str | None]:
-    resolved = resolve_language(cfg.model.language)
-    return resolved if resolved else (None, None)
-
-
-def prepare_data(cfg: Config, processor, run_dir: Path, max_label_length: int):
+def prepare_data(plan: Plan, processor, max_label_length: int):
     """(train_dataset, eval_dataset | None); writes `data_report.json`."""
+    cfg = plan.config
     report = DataReport()
-    name, code = _language(cfg)
-    common = dict(language=code, task=cfg.model.task, max_label_length=max_label_length, report=report,
+    common = dict(language=plan.language, task=cfg.model.task, max_label_length=max_label_length, report=report,
                   cache_dir=cfg.data.cache_dir)
     train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
                              split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
@@ -94,7 +86,7 @@ def prepare_data(cfg: Config, processor, run_dir: Path, max_label_length: int):
     if cfg.data.eval_split and cfg.train.eval_strategy != "no":
         eval_ds = prepare_split(load_examples(cfg.data, cfg.data.eval_split, report), processor, cfg.data,
                                 split=cfg.data.eval_split, max_samples=cfg.data.max_eval_samples, **common)
-    report.write(run_dir / "data_report.json")
+    report.write(plan.run_dir / REPORT_FILENAME)
     print(report.summary_line())
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
@@ -116,32 +108,30 @@ def make_compute_metrics(processor, language: str | None):
     return compute
 
 
-def write_adapter(model, processor, adapter_dir: Path, cfg: Config) -> None:
+def write_adapter(model, processor, adapter_dir: Path, plan: Plan) -> None:
     """Final adapter + processor files + whispertune.json (loads with PeftModel.from_pretrained)."""
+    cfg = plan.config
     model.save_pretrained(adapter_dir)
     processor.save_pretrained(adapter_dir)
-    name, code = _language(cfg)
     meta = {
-        "base_model": cfg.model.name_or_path,
+        "base_model": cfg.model.name_or_path,  # as written (an embedded: name stays portable)
         "revision": cfg.model.revision,
-        "language": code,
-        "language_name": name,
+        "language": plan.language,
+        "language_name": plan.language_name,
         "task": cfg.model.task,
         "quantization": cfg.quantization.mode,
         "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules,
                  "freeze_encoder": cfg.train.freeze_encoder},
         "whispertune_version": __version__,
     }
-    (adapter_dir / "whispertune.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def _with_cached_encoder(cfg: Config, model, train_ds, eval_ds):
+def _with_cached_encoder(plan: Plan, model, train_ds, eval_ds):
     """Frozen encoder: encode each clip once; the collator then passes `encoder_outputs`."""
-    device = next(model.parameters()).device
-    batch = 1 if device.type == "cpu" else resolve_batch_size(cfg.eval.batch_size, str(device))
-    common = dict(model_dir=resolve_model_name(cfg.model.name_or_path), quantization=cfg.quantization.mode,
-                  cache_dir=Path(cfg.data.cache_dir) / "encoder" if cfg.data.cache_dir else default_cache_dir().parent / "encoder",
-                  batch_size=batch, cross_kv=cfg.train.cache_cross_attention)
+    common = dict(model_dir=plan.model_path, quantization=plan.config.quantization.mode,
+                  cache_dir=plan.encoder_cache_dir, batch_size=plan.encode_batch_size,
+                  cross_kv=plan.config.train.cache_cross_attention)
     train_ds = cached_dataset(model, train_ds, desc="encoding train", **common)
     if eval_ds is not None:
         eval_ds = cached_dataset(model, eval_ds, desc="encoding eval", **common)
@@ -162,15 +152,17 @@ def _generation_order(eval_ds, limit: int):
     return eval_ds, min(limit, longest + GENERATION_MARGIN)
 
 
-def train(cfg: Config, *, resume: bool | str | None = None, overwrite: bool = False,
+def train(cfg: Config | Plan, *, resume: bool | str | None = None, overwrite: bool = False,
           extra_callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune LoRA adapters on the configured base and data; see the module docstring for outputs.
 
+    `cfg`: a Config, or the Plan already resolved from one (`resolve_plan`, as the demo does).
     `resume`: True = newest loadable checkpoint of this run, a path = that checkpoint. A run directory that
     holds another run is refused unless `overwrite` (whispertune.training.run_dir); one process at a time uses it.
     `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
     """
-    run_dir = Path(cfg.train.output_dir).expanduser()
+    plan = cfg if isinstance(cfg, Plan) else resolve_plan(cfg)
+    cfg, run_dir = plan.requested, plan.run_dir
     with RunLock(run_dir):
         claim(run_dir, RunIdentity.of(cfg, data_fingerprint(cfg.data)), resuming=resume not in (None, False),
               overwrite=overwrite)
@@ -181,7 +173,7 @@ def train(cfg: Config, *, resume: bool | str | None = None, overwrite: bool = Fa
             if done is not None and (run_dir / "adapter").is_dir():
                 print(f"{run_dir}: this run already finished at step {done} (adapter/ written); nothing to do")
                 return _finished_result(run_dir, done)
-        return _train(cfg, run_dir, resume_from, extra_callbacks)
+        return _train(plan, resume_from, extra_callbacks)
 
 
 def _finished_result(run_dir: Path, step: int) -> TrainResult:
@@ -193,15 +185,10 @@ def _finished_result(run_dir: Path, step: int) -> TrainResult:
                        eval_metrics=metrics.get("eval", {}))
 
 
-def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks) -> TrainResult:
+def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
+    cfg, run_dir, preset = plan.config, plan.run_dir, plan.preset
     ckpt_root = run_dir / "checkpoints"
-    device = resolve_device(None)
-    preset = resolve_preset(cfg, device)
-    if preset is not None:
-        cfg = apply_preset(cfg, preset)
-        print(f"speed preset {preset}: {get_preset(preset)}")
-    precision = resolve_precision(cfg.train.precision, device)
-    compiled = preset is not None and get_preset(preset).compile_layers
+    compiled = preset is not None and preset.compile_layers
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -214,20 +201,19 @@ def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks)
     clock = StageClock()
     # seeded before the adapters are created: LoRA's A matrices are initialised randomly
     set_seed(cfg.train.seed)
-    processor = load_processor(cfg.model.name_or_path, cfg.model.language, cfg.model.task,
-                               revision=cfg.model.revision, token=cfg.model.token)
-    model = load_base(cfg.model, cfg.quantization, for_training=True, device=device,
-                      dtype=resolve_compute_dtype(precision, device))
+    processor = load_processor(plan.model_path, plan.language, cfg.model.task, revision=cfg.model.revision,
+                               token=cfg.model.token)
+    model = load_base(plan.model, cfg.quantization, for_training=True, device=plan.device, dtype=plan.weight_dtype)
     clock.lap("load_model")
-    train_ds, eval_ds = prepare_data(cfg, processor, run_dir, model.config.max_target_positions)
+    train_ds, eval_ds = prepare_data(plan, processor, model.config.max_target_positions)
     clock.lap("prepare_data")
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
     model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
-    if preset is not None and preset != "recipe":  # the recipe is peft's k-bit preparation, done above
+    if preset is not None and preset.name != "recipe":  # the recipe is peft's k-bit preparation, done above
         model = prepare_model(model, preset)
     if cfg.train.cache_encoder_outputs:
-        train_ds, eval_ds = _with_cached_encoder(cfg, model, train_ds, eval_ds)
+        train_ds, eval_ds = _with_cached_encoder(plan, model, train_ds, eval_ds)
 
     # label lengths rounded up to a multiple of 8: fewer distinct shapes for the compiled decoder layers
     collator = SpeechCollator(processor, model.config.decoder_start_token_id, pad_to_multiple_of=8 if compiled else None)
@@ -236,8 +222,7 @@ def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks)
     gen_length = None
     if eval_ds is not None and cfg.train.predict_with_generate and not cfg.train.cache_encoder_outputs:
         eval_ds, gen_length = _generation_order(eval_ds, cfg.generation.train_generation_max_length)
-    args = training_arguments(cfg, run_dir, precision, device, has_eval=eval_ds is not None,
-                              generation_max_length=gen_length)
+    args = training_arguments(plan, has_eval=eval_ds is not None, generation_max_length=gen_length)
     trainer = AtomicCheckpointTrainer(
         model=model,
         args=args,
@@ -245,7 +230,7 @@ def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks)
         eval_dataset=training_view(eval_ds) if eval_ds is not None else None,
         data_collator=collator,
         processing_class=processor.feature_extractor,
-        compute_metrics=make_compute_metrics(processor, _language(cfg)[1]) if args.predict_with_generate else None,
+        compute_metrics=make_compute_metrics(processor, plan.language) if args.predict_with_generate else None,
         callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
@@ -255,13 +240,13 @@ def _train(cfg: Config, run_dir: Path, resume_from: str | None, extra_callbacks)
     if stop.signum is not None:
         raise stop.error(run_dir, trainer.state.global_step)
 
-    adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, cfg))
+    adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, plan))
     history = trainer.state.log_history
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
     losses = [h["loss"] for h in history if "loss" in h]
     metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
-               "final_train_loss": losses[-1] if losses else None, "precision": precision, "device": device,
+               "final_train_loss": losses[-1] if losses else None, "precision": plan.precision, "device": plan.device,
                "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
     write_file_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
 
