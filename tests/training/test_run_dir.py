@@ -18,7 +18,6 @@ from whispertune.training.run_dir import (
     RunIdentity,
     RunLock,
     claim,
-    write_dir_atomically,
 )
 
 
@@ -90,27 +89,3 @@ def test_lock_keeps_a_second_process_out_and_dies_with_its_holder(tmp_path):
     with RunLock(run):  # ... but the kernel released its lock: not stale
         assert json.loads((run / HOLDER_FILE).read_text())["pid"] == os.getpid()
     assert not (run / HOLDER_FILE).exists()
-
-
-def test_directory_write_is_all_or_nothing(tmp_path):
-    target = tmp_path / "adapter"
-
-    def write(version):
-        def _write(d):
-            (d / "a.txt").write_text(version)
-            (d / "b.txt").write_text(version)
-        return _write
-
-    write_dir_atomically(target, write("v1"))
-    assert (target / "a.txt").read_text() == "v1"
-
-    def broken(d):
-        (d / "a.txt").write_text("v2")
-        raise OSError(28, "No space left on device")
-
-    with pytest.raises(OSError):
-        write_dir_atomically(target, broken)
-    assert [p.read_text() for p in sorted(target.iterdir())] == ["v1", "v1"]  # old copy intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no staging left behind
-    write_dir_atomically(target, write("v3"))
-    assert (target / "b.txt").read_text() == "v3" and len(list(tmp_path.iterdir())) == 1

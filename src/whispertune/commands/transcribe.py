@@ -8,9 +8,9 @@ import sys
 import typing
 from pathlib import Path
 
+from ..atomic_files import write_file_atomically
 from ..config import QuantizationMode
 from ..inference.subtitles import FORMATS, render
-from ..training.run_dir import write_file_atomically
 from .arg_types import BATCH_SIZE, NEW_TOKENS, float_in
 
 DEFAULT_MODEL = "embedded:whisper-base"

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from ..atomic_files import write_file_atomically
 from ..config import DataConfig
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, DataReport
@@ -161,10 +162,10 @@ def write_outputs(result: EvalResult, out_dir: str | Path) -> Path:
     """`metrics.json` and `predictions.jsonl` (one utterance per line, dataset order) in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result.metrics(), indent=2, ensure_ascii=False) + "\n", "utf-8")
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for pred in result.predictions:
-            f.write(json.dumps(asdict(pred), ensure_ascii=False) + "\n")
+    write_file_atomically(out / "predictions.jsonl",
+                          "".join(json.dumps(asdict(pred), ensure_ascii=False) + "\n" for pred in result.predictions))
+    # metrics last: a metrics.json present means its predictions are complete
+    write_file_atomically(out / "metrics.json", json.dumps(result.metrics(), indent=2, ensure_ascii=False) + "\n")
     return out
 
 

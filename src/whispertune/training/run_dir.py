@@ -11,8 +11,7 @@ fast or how verbosely a run goes (output paths, workers, logging, evaluation bat
 releases when its holder dies, so a lock left by a killed run is never stale; `run.lock.json` beside it names
 the holder (pid, host, start) for the error message.
 
-`write_dir_atomically()` builds a directory under a temporary name in the same parent and renames it into
-place, so a crash or a full disk leaves either the old directory or the new one, never half of one.
+Files in it appear by atomic renames (`whispertune.atomic_files`).
 """
 
 from __future__ import annotations
@@ -23,14 +22,13 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
+from ..atomic_files import write_file_atomically
 from ..data.report import REPORT_FILENAME
 from ..errors import UserError
 
@@ -182,51 +180,3 @@ class RunLock:
             return f"pid {info['pid']} on {info['host']} since {info['since']}"
         except (OSError, ValueError, KeyError):
             return "holder unknown"
-
-
-def write_file_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, fsync it, rename it into place. On failure (a full or
-    read-only disk) the temporary file is removed and the OSError names `path`, the file the user asked for."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-
-
-@contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(staging_dir)`, fsync what it wrote, then put it at `target` by renames.
-
-    A directory cannot replace a non-empty one in a single rename, so an existing `target` is first renamed
-    aside and removed only after the new one is in place: at every moment one complete copy exists.
-    """
-    with _staging(target) as staging:
-        write(staging)
-        for path in staging.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    return target

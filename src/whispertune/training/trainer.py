@@ -18,6 +18,7 @@ import numpy as np
 from transformers import TrainerCallback, set_seed
 
 from .. import __version__
+from ..atomic_files import write_dir_atomically, write_file_atomically
 from ..config import Config
 from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
@@ -43,7 +44,7 @@ from .interrupt import StopOnSignal
 from .plan import Plan, resolve_plan
 from .plots import plot_loss
 from .preset_surgery import prepare_model
-from .run_dir import RunIdentity, RunLock, claim, data_fingerprint, write_dir_atomically, write_file_atomically
+from .run_dir import RunIdentity, RunLock, claim, data_fingerprint
 
 
 @dataclass
