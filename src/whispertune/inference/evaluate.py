@@ -31,7 +31,8 @@ from ..data.features import prepare_split
 from ..data.report import DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
-from .generation import Loaded, generate_batch, load_for_inference
+from .generation import Loaded, load_for_inference
+from .guards import guarded_generate
 from .metrics import error_rates, utterance_rates
 from .normalize import NormalizerKind
 
@@ -206,8 +207,11 @@ def evaluate(
     autocast: bool = True,
     progress: bool = True,
     loaded: Loaded | None = None,
+    guard: bool = True,
 ) -> EvalResult:
-    """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe."""
+    """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe.
+
+    `guard`: the repetition guard of `guards.guarded_generate` (the token limit by duration applies always)."""
     if (batch_size is not None and batch_size < 0) or max_new_tokens <= 0:
         raise UserError("batch_size must be a positive integer (or 0 for auto) and max_new_tokens positive")
     if loaded is None:
@@ -222,17 +226,22 @@ def evaluate(
     ids = [str(i) for i in prepared["id"]] if "id" in prepared.column_names else [str(i) for i in range(len(prepared))]
     durations = prepared["duration"] if "duration" in prepared.column_names else [len(r) for r in references]
     order = length_order(durations)
+    clip_seconds = [float(d) for d in durations] if "duration" in prepared.column_names else None
 
     hypotheses: list[str] = [""] * len(prepared)
     new_tokens = 0
+    looped = still_looping = redecoded = 0
     start = time.perf_counter()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     reader = prefetched(lambda rows: feature_block(prepared, rows), batches)
     for batch, feats in tqdm(zip(batches, reader), total=len(batches), desc=f"evaluate {split}", unit="batch",
                              disable=not progress):
-        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   autocast=autocast)
+        guarded = guarded_generate(loaded, feats, seconds=clip_seconds and [clip_seconds[i] for i in batch],
+                                   max_new_tokens=max_new_tokens, num_beams=num_beams, autocast=autocast, guard=guard)
+        generated = guarded.generated
         new_tokens += generated.new_tokens
+        looped, still_looping = looped + sum(guarded.looped), still_looping + sum(guarded.still_looping)
+        redecoded += guarded.redecoded
         for index, text in zip(batch, generated.texts):
             hypotheses[index] = text
     seconds = time.perf_counter() - start
@@ -245,7 +254,9 @@ def evaluate(
     ]
     info = {**loaded.info, "split": split, "normalizer": normalizer, "batch_size": batch_size,
             "max_new_tokens": max_new_tokens, "num_beams": num_beams, "data": report.summary_line(),
-            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
+            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
+            "guard": {"enabled": guard, "looping_greedy": looped, "looping_kept": still_looping,
+                      "fallback_decodes": redecoded}}
     result = EvalResult(
         wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
         cer_normalized=rates["cer_normalized"], n_utterances=len(references), seconds=seconds,

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from ..data.audio import load_audio
 from ..errors import AudioError, UserError
-from .generation import Loaded, generate_batch, load_for_inference
+from .generation import Loaded, load_for_inference
+from .guards import guarded_generate
 from .normalize import normalize_text
 
 SAMPLE_RATE = 16000
@@ -143,8 +144,11 @@ def transcribe(
     autocast: bool = True,
     progress: bool = True,
     loaded: Loaded | None = None,
+    guard: bool = True,
 ) -> list[Transcript]:
-    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on."""
+    """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
+
+    Each window gets the token limit of its length; `guard`: the repetition guard (`guards.py`)."""
     if batch_size <= 0 or max_new_tokens <= 0:
         raise UserError("batch_size and max_new_tokens must be positive integers")
     if loaded is None:
@@ -174,8 +178,9 @@ def transcribe(
     batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     for batch in tqdm(batches, desc="transcribe", unit="batch", disable=not progress or not batches):
         feats = extractor([b[2] for b in batch], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        generated = generate_batch(loaded, feats, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                   autocast=autocast)
+        generated = guarded_generate(loaded, feats, seconds=[len(b[2]) / SAMPLE_RATE for b in batch],
+                                     max_new_tokens=max_new_tokens, num_beams=num_beams, autocast=autocast,
+                                     guard=guard).generated
         for (t, j, _), text, lang in zip(batch, generated.texts, generated.languages):
             texts[t][j] = text
             if lang:
