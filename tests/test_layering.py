@@ -15,7 +15,8 @@ PACKAGE = ROOT / "src" / "whispertune"
 # Lowest first. A module may import modules of its own layer and of the layers below it. An entry names
 # a module or a subpackage (the subpackage's modules and its __init__).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("whispertune", "whispertune.errors", "whispertune.config", "whispertune.languages")),
+    ("foundation", ("whispertune", "whispertune.errors", "whispertune.config", "whispertune.languages",
+                    "whispertune.atomic")),
     ("data", ("whispertune.data",)),
     ("pretrained", ("whispertune.pretrained",)),
     ("model", ("whispertune.model",)),

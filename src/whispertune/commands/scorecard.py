@@ -52,12 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..inference.scorecard import scorecard
-    from ..inference.scorecard_report import (
-        THRESHOLD_EXIT_CODE,
-        apply_thresholds,
-        parse_thresholds,
-        write_scorecard,
-    )
+    from ..inference.scorecard_report import parse_thresholds
     from ..inference.scorecard_settings import ScorecardSettings
 
     thresholds = parse_thresholds(args.fail_on)  # a typo fails before minutes of decoding
@@ -77,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
     card = scorecard(args.adapter, data=cfg.data, model=args.model, split=args.split or cfg.data.eval_split or "test",
                      language=args.language, quantization=cfg.quantization.mode, device=args.device,
                      settings=settings)
+    return finish(card, thresholds, args.out)
+
+
+def finish(card, thresholds: dict[str, float], out: str) -> int:
+    """Mark the thresholds, write the files, print the table; THRESHOLD_EXIT_CODE when one is crossed."""
+    from ..inference.scorecard_report import THRESHOLD_EXIT_CODE, apply_thresholds, write_scorecard
+
     failed = apply_thresholds(card, thresholds)
-    paths = write_scorecard(card, args.out)
+    paths = write_scorecard(card, out)
     print(paths["md"].read_text(encoding="utf-8"))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if failed:

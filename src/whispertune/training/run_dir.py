@@ -31,6 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from ..atomic import write_text_atomically as write_file_atomically  # trainer imports it from here too
 from ..data.report import REPORT_FILENAME
 from ..errors import UserError
 
@@ -182,15 +183,6 @@ class RunLock:
             return f"pid {info['pid']} on {info['host']} since {info['since']}"
         except (OSError, ValueError, KeyError):
             return "holder unknown"
-
-
-def write_file_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @contextmanager
