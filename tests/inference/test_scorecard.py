@@ -101,7 +101,7 @@ def test_cli_scorecard_on_a_tiny_model(tiny_whisper_dir, tmp_path, monkeypatch, 
 @pytest.mark.embedded
 @pytest.mark.synth
 @pytest.mark.slow
-def test_scorecard_of_a_no_op_adapter_on_whisper_base_changes_nothing(tmp_path, monkeypatch):
+def test_scorecard_of_a_no_op_adapter_on_whisper_base_changes_nothing(tmp_path):
     """An adapter whose LoRA B matrices are zero is the base: every row must come out the same for both."""
     from whispertune.config import DataConfig
     from whispertune.data.synth import synthesize_corpus
@@ -109,13 +109,12 @@ def test_scorecard_of_a_no_op_adapter_on_whisper_base_changes_nothing(tmp_path, 
     from whispertune.inference.scorecard_settings import ScorecardSettings
     from whispertune.model.loading import resolve_name
 
-    monkeypatch.setenv("WHISPERTUNE_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "mr"
     synthesize_corpus(corpus, "mr", ["आज हवा खूप दमट आहे.", "मला एक कप कॉफी हवी आहे."], splits=("test",),
                       variants=1, engines=("espeak-ng",), progress=False)
     adapter = save_adapter(resolve_name("embedded:whisper-base"), tmp_path / "adapter", scale=0.0)
     settings = ScorecardSettings(clips=2, test_clips=2, long_form_seconds=25, langid_languages=("de",),
-                                 max_new_tokens=48, progress=False)
+                                 max_new_tokens=48, corpus_dir=str(tmp_path / "corpora"), progress=False)
     card = scorecard(str(adapter), data=DataConfig(source="folder", path=str(corpus)), device="cpu",
                      settings=settings)
     for row in card.rows:

@@ -195,6 +195,20 @@ def plot(card: Scorecard, path: Path) -> None:
     plt.close(fig)
 
 
+def print_main_rows(card: Scorecard, title: str = "scorecard: base vs tuned") -> None:
+    """The MAIN_ROWS of `card` as a table on the terminal (what `whispertune demo` ends with)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name, justify in (("row", "left"), ("base", "right"), ("tuned", "right"), ("change", "right")):
+        table.add_column(name, justify=justify)
+    for row in (r for r in card.rows if r.key in MAIN_ROWS):
+        table.add_row(f"{row.label} ({row.unit}, {row.better} is better)", _fmt(row.base), _fmt(row.tuned),
+                      _fmt(row.change, True))
+    Console().print(table)
+
+
 def write_scorecard(card: Scorecard, out_dir: str | Path) -> dict[str, Path]:
     """scorecard.json, scorecard.md and scorecard.png in `out_dir`, each written atomically."""
     out = Path(out_dir)
