@@ -1,4 +1,4 @@
-"""Loop rate and WER of `evaluate()` with and without the repetition guard (inference/guards.py).
+"""Loop rate and WER of `evaluate()` with and without the repetition guard (inference/decode_guards.py).
 
 Zero-shot embedded whisper-base on a synthesized Marathi test split is where greedy decoding loops
 ("बाभी बाभी ..."); `--adapter` measures an adapted model the same way. Both runs have the token limit by

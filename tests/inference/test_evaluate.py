@@ -17,7 +17,7 @@ import torch
 from whispertune.cli import main as cli_main
 from whispertune.config import DataConfig
 from whispertune.errors import UserError
-from whispertune.inference import guards as guards_module
+from whispertune.inference import decode_guards as guards_module
 from whispertune.inference.evaluate import evaluate, length_order
 from whispertune.inference.generation import generate_batch, load_for_inference
 from whispertune.inference.metrics import error_rates

@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from whispertune.cli import main as cli_main
+from whispertune.inference.decode_guards import guarded_generate, is_looping
 from whispertune.inference.generation import generate_batch, load_for_inference
-from whispertune.inference.guards import guarded_generate, is_looping
 from whispertune.inference.scorecard_report import ROWS
 
 SR = 16000

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from whispertune.commands.scorecard import finish
 from whispertune.errors import UserError
-from whispertune.inference.guards import compression_ratio, is_looping, longest_repeat, token_limit
+from whispertune.inference.decode_guards import compression_ratio, is_looping, longest_repeat, token_limit
 from whispertune.inference.probe_checks import (
     chrf,
     is_english,

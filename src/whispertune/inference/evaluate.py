@@ -31,8 +31,8 @@ from ..data.features import prepare_split
 from ..data.report import DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
+from .decode_guards import guarded_generate
 from .generation import Loaded, load_for_inference
-from .guards import guarded_generate
 from .metrics import error_rates, utterance_rates
 from .normalize import NormalizerKind
 
@@ -211,7 +211,7 @@ def evaluate(
 ) -> EvalResult:
     """Transcribe a split and score it; see the module docstring. `task=None`: the adapter's, else transcribe.
 
-    `guard`: the repetition guard of `guards.guarded_generate` (the token limit by duration applies always)."""
+    `guard`: the repetition guard of `decode_guards.guarded_generate` (the token limit by duration applies always)."""
     if (batch_size is not None and batch_size < 0) or max_new_tokens <= 0:
         raise UserError("batch_size must be a positive integer (or 0 for auto) and max_new_tokens positive")
     if loaded is None:

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import UserError
+from .decode_guards import guarded_generate, token_limit
 from .evaluate import evaluate
 from .generation import Loaded, adapter_metadata, base_of_adapter, generate_batch, load_for_inference
-from .guards import guarded_generate, token_limit
 from .probe_checks import chrf, is_english, timestamps_valid, whisper_basic_rates, words_per_minute
 from .probe_longform import score_long_form
 from .probe_signals import SAMPLE_RATE

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from ..data.audio import load_audio
 from ..errors import AudioError, UserError
+from .decode_guards import guarded_generate
 from .generation import Loaded, load_for_inference
-from .guards import guarded_generate
 from .normalize import normalize_text
 
 SAMPLE_RATE = 16000
@@ -148,7 +148,7 @@ def transcribe(
 ) -> list[Transcript]:
     """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
 
-    Each window gets the token limit of its length; `guard`: the repetition guard (`guards.py`)."""
+    Each window gets the token limit of its length; `guard`: the repetition guard (`decode_guards.py`)."""
     if batch_size <= 0 or max_new_tokens <= 0:
         raise UserError("batch_size and max_new_tokens must be positive integers")
     if loaded is None:
