@@ -22,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
 from ..inference.generation import input_dtype
-from .decode_guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
+from .guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 
 STAGING = ".tmp"
 # Files a resumable checkpoint must hold (the rename makes them all-or-nothing; this also rejects
