@@ -24,7 +24,7 @@ from ..config import DataConfig
 from ..errors import UserError
 from .decode_guards import guarded_generate, token_limit
 from .evaluate import evaluate
-from .generation import Loaded, adapter_metadata, base_of_adapter, generate_batch, load_for_inference
+from .generation import Loaded, adapter_metadata, base_of_adapter, generate_batch, input_dtype, load_for_inference
 from .probe_checks import chrf, is_english, timestamps_valid, whisper_basic_rates, words_per_minute
 from .probe_longform import score_long_form
 from .probe_signals import SAMPLE_RATE
@@ -75,7 +75,7 @@ def detect_languages(loaded: Loaded, audios: Sequence[np.ndarray], batch_size: i
     if not id_to_code:
         raise UserError("language ID needs a multilingual model (this one has no language tokens)")
     device = torch.device(loaded.info.get("device", "cpu"))
-    dtype = next(p.dtype for p in loaded.model.parameters() if p.is_floating_point())
+    dtype = input_dtype(loaded.model)
     found: list[str] = []
     for batch in _batches(audios, batch_size):
         feats = torch.as_tensor(_features(loaded, batch)).to(device=device, dtype=dtype)
