@@ -11,11 +11,11 @@ from whispertune.demo import DemoSettings, choose_quantization, run_demo
 
 @pytest.mark.embedded
 @pytest.mark.synth
-def test_short_demo_lowers_wer_and_cer(tmp_path):
+def test_short_demo_lowers_wer_and_cer(tmp_path, capsys):
     settings = DemoSettings(
         out_dir=str(tmp_path / "run"), corpus_dir=str(tmp_path / "corpus"), variants=1, train_sentences=32,
         test_sentences=8, epochs=3, batch_size=8, learning_rate=2e-3, engines=("espeak-ng",), max_new_tokens=64,
-        progress=False,
+        progress=False, scorecard_clips=1,
     )
     result = run_demo(settings)
 
@@ -28,6 +28,10 @@ def test_short_demo_lowers_wer_and_cer(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["demo"]["adapted"]["cer"] == pytest.approx(result.after["cer"])
     assert len(result.examples) == 3 and all(ex["reference"] for ex in result.examples)
+    card = json.loads((run / "scorecard" / "scorecard.json").read_text(encoding="utf-8"))
+    rows = {r["key"]: r for r in card["rows"]}
+    assert rows["cer_normalized"]["tuned"] < rows["cer_normalized"]["base"]  # the gain shows on the scorecard too
+    assert "scorecard" in capsys.readouterr().out
 
 
 def test_auto_quantization_on_cpu_says_why():

@@ -13,6 +13,24 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write `path`'s content to; renamed to `path` when the block ends without error.
+
+    For writers that take a file name (matplotlib's `savefig`, ...): the temporary name does not end like
+    `path`, so tell the writer the format explicitly.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_file_atomically(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, fsync it, rename it into place. On failure (a full or
     read-only disk) the temporary file is removed and the OSError names `path`, the file the user asked for."""

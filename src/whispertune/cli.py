@@ -24,6 +24,7 @@ COMMANDS = [
     "synth",
     "train",
     "evaluate",
+    "scorecard",
     "transcribe",
     "import_ct2",
     "merge",

@@ -54,6 +54,7 @@ class DemoSettings:
     engines: tuple[str, ...] = ("espeak-ng", "festival")
     seed: int = 0
     progress: bool = True
+    scorecard_clips: int = 3  # clips per scorecard probe at the end (0: no scorecard); a few minutes on a CPU
 
 
 @dataclass
@@ -226,7 +227,29 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     )
     _write(out, result.log_history)
     print_summary(out)
+    if settings.scorecard_clips > 0:
+        with stage("scorecard", "scorecard: base vs adapted, a few clips per probe"):
+            _scorecard(plan.config, result, quantization, device, settings.scorecard_clips)
     return out
+
+
+def _scorecard(cfg: Config, result, quantization: str, device: str, clips: int) -> None:
+    """The scorecard on `clips` clips per probe (language ID: Marathi, English, Hindi), written to
+    <run>/scorecard/; prints its main rows."""
+    # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
+    from .inference.scorecard import scorecard
+    from .inference.scorecard_report import print_main_rows, write_scorecard
+    from .inference.scorecard_settings import ScorecardSettings
+
+    settings = ScorecardSettings(clips=clips, test_clips=2 * clips, long_form_seconds=30.0 * clips,
+                                 no_speech_seconds=5.0, langid_languages=("hi",),
+                                 max_new_tokens=cfg.generation.max_new_tokens, progress=False)
+    card = scorecard(str(result.adapter_dir), data=cfg.data, quantization=quantization, device=device,
+                     settings=settings)
+    paths = write_scorecard(card, result.run_dir / "scorecard")
+    print_main_rows(card, f"scorecard ({settings.test_clips} test clips, {settings.clips} per probe): "
+                          "zero-shot base vs after LoRA")
+    console.print(f"full scorecard: {paths['md']} (and .json, .png)")
 
 
 def _count(run_dir: Path, split: str) -> int:

@@ -17,7 +17,7 @@ import torch
 from whispertune.cli import main as cli_main
 from whispertune.config import DataConfig
 from whispertune.errors import UserError
-from whispertune.inference import evaluate as evaluate_module
+from whispertune.inference import decode_guards as guards_module
 from whispertune.inference.evaluate import evaluate, length_order
 from whispertune.inference.generation import generate_batch, load_for_inference
 from whispertune.inference.metrics import error_rates
@@ -98,16 +98,16 @@ def test_length_order():
 
 def test_evaluate_writes_metrics_and_predictions(tiny_loaded, tone_folder, tmp_path, monkeypatch):
     seen_batches: list[np.ndarray] = []
-    real_generate = evaluate_module.generate_batch
+    real_generate = guards_module.generate_batch
 
     def recording_generate(loaded, feats, **kwargs):  # the real generation, with its inputs noted
         seen_batches.append(np.asarray(feats))
         return real_generate(loaded, feats, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "generate_batch", recording_generate)
+    monkeypatch.setattr(guards_module, "generate_batch", recording_generate)
     data = DataConfig(source="folder", path=str(tone_folder), cache_dir=str(tmp_path / "cache"))
     result = evaluate(loaded=tiny_loaded, data=data, split="test", decoding=DecodingOptions(batch_size=2, max_new_tokens=4),
-                      out_dir=tmp_path / "out", progress=False)
+                      out_dir=tmp_path / "out", progress=False, guard=False)  # no fallback batches
 
     assert result.n_utterances == len(DURATIONS)  # broken.wav skipped
     assert [b.shape for b in seen_batches] == [(2, 80, 3000), (2, 80, 3000), (1, 80, 3000)]

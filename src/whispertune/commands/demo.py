@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arg_types import BATCH_SIZE, COUNT, SEED, float_in
+from .arg_types import BATCH_SIZE, COUNT, SEED, float_in, int_in
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="base quantization (auto: int8 where bitsandbytes runs)")
     p.add_argument("--engines", default=",".join(d.engines), help="speech synthesizers, comma-separated")
     p.add_argument("--seed", type=SEED, default=d.seed)
+    p.add_argument("--scorecard-clips", type=int_in(0), default=d.scorecard_clips, metavar="N",
+                   help=f"clips per probe of the closing scorecard (default {d.scorecard_clips}; 0: none)")
     p.add_argument("--check", action="store_true",
                    help="exit 2 unless CER <= 35 %% and <= 1/3 of zero-shot, and WER <= 1/2 of zero-shot")
     p.set_defaults(func=run)
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         train_sentences=args.train_sentences, test_sentences=args.test_sentences, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lora_r=args.lora_r,
         quantization=args.quantization, engines=tuple(e for e in args.engines.split(",") if e), seed=args.seed,
+        scorecard_clips=args.scorecard_clips,
     )
     result = run_demo(settings)
     if args.check:

@@ -32,7 +32,8 @@ from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, DataReport
 from ..data.sources import load_examples
 from ..errors import UserError
-from .generation import Loaded, check_decoding, generate_batch, load_for_inference
+from .decode_guards import guarded_generate
+from .generation import Loaded, check_decoding, load_for_inference
 from .metrics import error_rates, utterance_rates
 from .normalize import NormalizerKind
 from .options import DecodingOptions, LoadOptions, resolve_batch_size
@@ -185,13 +186,15 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     loaded: Loaded | None = None,
+    guard: bool = True,
 ) -> EvalResult:
     """Transcribe a split and score it; see the module docstring.
 
     `load`: what to load (ignored with `loaded`, a model already loaded); `decoding`: how to generate.
     `sort_by_length`: batches of similar lengths, longest first (False: dataset order). `encoder_outputs`:
     the encoder's outputs for the prepared dataset's rows (N, frames, d_model), e.g. cached for frozen-encoder
-    training; the encoder is then not run.
+    training; the encoder is then not run. `guard`: the repetition guard of `decode_guards.guarded_generate`
+    (the token limit by duration applies always).
     """
     if loaded is None:
         loaded = load_for_inference(model, adapter, load)
@@ -206,9 +209,11 @@ def evaluate(
     order = length_order(durations) if sort_by_length else list(range(len(prepared)))
     if encoder_outputs is not None and len(encoder_outputs) != len(prepared):
         raise UserError(f"encoder_outputs has {len(encoder_outputs)} rows for {len(prepared)} examples")
+    clip_seconds = [float(d) for d in durations] if "duration" in prepared.column_names else None
 
     hypotheses: list[str] = [""] * len(prepared)
     new_tokens = 0
+    looped = still_looping = redecoded = 0
     start = time.perf_counter()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if encoder_outputs is not None:
@@ -217,10 +222,14 @@ def evaluate(
         reader = prefetched(lambda rows: feature_block(prepared, rows), batches)
     for batch, feats in tqdm(zip(batches, reader), total=len(batches), desc=f"evaluate {split}", unit="batch",
                              disable=not progress):
-        generated = generate_batch(loaded, feats, encoded=encoder_outputs is not None,
+        guarded = guarded_generate(loaded, feats, encoded=encoder_outputs is not None,
+                                   seconds=clip_seconds and [clip_seconds[i] for i in batch],
                                    max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
-                                   autocast=decoding.autocast)
+                                   autocast=decoding.autocast, guard=guard)
+        generated = guarded.generated
         new_tokens += generated.new_tokens
+        looped, still_looping = looped + sum(guarded.looped), still_looping + sum(guarded.still_looping)
+        redecoded += guarded.redecoded
         for index, text in zip(batch, generated.texts):
             hypotheses[index] = text
     seconds = time.perf_counter() - start
@@ -233,7 +242,9 @@ def evaluate(
     ]
     info = {**loaded.info, "split": split, "normalizer": normalizer, "batch_size": batch_size,
             "max_new_tokens": decoding.max_new_tokens, "num_beams": decoding.num_beams, "data": report.summary_line(),
-            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}
+            "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
+            "guard": {"enabled": guard, "looping_greedy": looped, "looping_kept": still_looping,
+                      "fallback_decodes": redecoded}}
     result = EvalResult(
         wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
         cer_normalized=rates["cer_normalized"], n_utterances=len(references), seconds=seconds,

@@ -197,13 +197,17 @@ def generate_batch(
     max_new_tokens: int = 255,
     num_beams: int = 1,
     autocast: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> Generated:
     """Greedy (or beam) generation for a batch of (B, mel, 3000) log-Mel features, no gradients.
 
     `encoded`: `inputs` are encoder outputs (B, frames, d_model) instead, e.g. those cached for frozen-encoder
-    training (training/encoder_cache.py): the encoder is not run again. Quantized bases on CUDA run under
-    `torch.autocast` in their compute dtype (fp16 inputs reach the int8 matmuls as bitsandbytes expects);
-    elsewhere the model's own dtype is used.
+    training (training/encoder_cache.py): the encoder is not run again. `options` go to `model.generate` as
+    well: `do_sample`/`temperature` (the repetition guard's fallback), `return_timestamps=True` (the sequences
+    then hold the timestamp tokens and a prompt without `<|notimestamps|>`).
+
+    Quantized bases on CUDA run under `torch.autocast` in their compute dtype (fp16 inputs reach the
+    int8 matmuls as bitsandbytes expects); elsewhere the model's own dtype is used.
     """
     from transformers.modeling_outputs import BaseModelOutput  # lazy: `whispertune --help` imports this module
 
@@ -216,7 +220,7 @@ def generate_batch(
     use_autocast = autocast and device.type == "cuda" and is_quantized(base_model(model))
     dtype = torch.bfloat16 if use_autocast and torch.cuda.is_bf16_supported() else torch.float16
     gen = model.generation_config
-    kwargs = generate_kwargs(loaded)
+    kwargs = {**generate_kwargs(loaded), **(options or {})}
     lang_ids = dict(getattr(gen, "lang_to_id", None) or {})
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
         if lang_ids and "language" not in kwargs:
@@ -232,21 +236,24 @@ def generate_batch(
     if not isinstance(languages, list):
         languages = [languages if lang_ids else None] * len(new_tokens)
     generated = [_strip_padding(row, gen.pad_token_id) for row in new_tokens]
-    sequences = [decoder_prompt(gen, lang, kwargs.get("task")) + row for lang, row in zip(languages, generated)]
+    timestamps = bool(kwargs.get("return_timestamps"))
+    sequences = [decoder_prompt(gen, lang, kwargs.get("task"), timestamps=timestamps) + row
+                 for lang, row in zip(languages, generated)]
     tokenizer = loaded.processor.tokenizer
     texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     return Generated(texts=texts, sequences=sequences, languages=[lang or None for lang in languages],
                      new_tokens=sum(len(row) for row in generated))
 
 
-def decoder_prompt(gen: Any, language: str | None, task: str | None) -> list[int]:
-    """The tokens Whisper's generate starts from: start, language, task, no-timestamps (those the model has)."""
+def decoder_prompt(gen: Any, language: str | None, task: str | None, *, timestamps: bool = False) -> list[int]:
+    """The tokens Whisper's generate starts from: start, language, task, no-timestamps (those the model has;
+    no-timestamps not when decoding `timestamps`)."""
     prompt = [int(gen.decoder_start_token_id)]
     if language and getattr(gen, "lang_to_id", None):
         prompt.append(int(gen.lang_to_id[f"<|{language}|>"]))
     if task and getattr(gen, "task_to_id", None):
         prompt.append(int(gen.task_to_id[task]))
-    if getattr(gen, "no_timestamps_token_id", None) is not None:
+    if getattr(gen, "no_timestamps_token_id", None) is not None and not timestamps:
         prompt.append(int(gen.no_timestamps_token_id))
     return prompt
 

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..data.audio import SAMPLE_RATE, audio_seconds, stream_audio
 from ..errors import AudioError, ConfigError
-from .generation import Loaded, check_decoding, generate_batch, load_for_inference
+from .decode_guards import guarded_generate
+from .generation import Loaded, check_decoding, load_for_inference
 from .normalize import normalize_text
 from .options import DecodingOptions, LoadOptions, resolve_batch_size
 
@@ -169,10 +170,12 @@ def transcribe(
     overlap_seconds: float = 5.0,
     progress: bool = True,
     loaded: Loaded | None = None,
+    guard: bool = True,
 ) -> list[Transcript]:
     """Transcribe `files` (wav, flac, mp3, ogg, ...); a file that fails gets `error` set, the others go on.
 
     `load`: what to load (ignored with `loaded`); `decoding`: how to generate (batch: windows per call).
+    Each window gets the token limit of its length; `guard`: the repetition guard (`decode_guards.py`).
     Progress is shown in seconds of audio done (the total from the files' headers).
     """
     chunk, step = window_samples(chunk_seconds, overlap_seconds)  # before the model loads: fail fast
@@ -192,8 +195,9 @@ def transcribe(
         if not pending:
             return
         feats = extractor([p[2] for p in pending], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        generated = generate_batch(loaded, feats, max_new_tokens=decoding.max_new_tokens,
-                                   num_beams=decoding.num_beams, autocast=decoding.autocast)
+        generated = guarded_generate(loaded, feats, seconds=[len(p[2]) / SAMPLE_RATE for p in pending],
+                                     max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
+                                     autocast=decoding.autocast, guard=guard).generated
         for (t, j, _, _), text, lang in zip(pending, generated.texts, generated.languages):
             texts[t][j] = text
             if lang:

@@ -1,0 +1,123 @@
+"""Generation guards: a repetition guard with temperature fallback, and a token limit set by the audio's length.
+
+Repetition: an output loops when its UTF-8 text compresses by zlib more than `COMPRESSION_RATIO_LIMIT` (2.4,
+the test openai/whisper's `transcribe` rejects a decode with) or when one run of 1-4 words repeats
+`REPEAT_LIMIT` times in a row ("बाभी बाभी बाभी बाभी"): short loops cut by the token limit compress too little
+to cross 2.4. Only the looping items of a batch are decoded again, by sampling at the rising
+`FALLBACK_TEMPERATURES` (openai/whisper's schedule without its 0.0, which is the greedy decode already made);
+the first decode that does not loop is kept, else the least repetitive one (lowest compression ratio).
+Sampling is seeded, so a run is reproducible.
+
+Token limit: Whisper decodes until its end token or `max_new_tokens`; a looping decode runs to the limit,
+so the limit decides how long a loop costs. `token_limit` bounds it by the audio's length:
+`TOKEN_SLACK + TOKENS_PER_SECOND x seconds`, capped at `max_new_tokens`. 30 tokens/s is 1.5x the densest
+speech measured (synthesized Marathi: 19.4 label tokens/s at most over the 70 test clips, median 14;
+English: 4.7).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .generation import Generated, Loaded, generate_batch
+
+COMPRESSION_RATIO_LIMIT = 2.4
+REPEAT_LIMIT = 4  # a run of words repeated this many times in a row is a loop
+MAX_REPEAT_WORDS = 4  # the longest run of words the repeat rule looks for
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+TOKENS_PER_SECOND = 30.0
+TOKEN_SLACK = 16
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 length over zlib-compressed length (what openai/whisper's transcribe computes); 0 for ''."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def longest_repeat(words: Sequence[str], max_n: int = MAX_REPEAT_WORDS) -> int:
+    """The most times any run of 1..`max_n` words repeats back to back in `words` (1: no repeat)."""
+    best = 1 if words else 0
+    for n in range(1, max_n + 1):
+        for start in range(len(words) - 2 * n + 1):
+            count = 1
+            while start + (count + 1) * n <= len(words) and \
+                    words[start + count * n : start + (count + 1) * n] == words[start : start + n]:
+                count += 1
+            best = max(best, count)
+    return best
+
+
+def is_looping(text: str) -> bool:
+    """True when `text` compresses more than 2.4 or repeats a run of words 4 times in a row."""
+    return compression_ratio(text) > COMPRESSION_RATIO_LIMIT or longest_repeat(text.split()) >= REPEAT_LIMIT
+
+
+def token_limit(seconds: float | None, max_new_tokens: int) -> int:
+    """New tokens allowed for `seconds` of audio (unknown length: `max_new_tokens`)."""
+    if seconds is None:
+        return max_new_tokens
+    return max(1, min(max_new_tokens, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * max(seconds, 0.0))))
+
+
+@dataclass
+class GuardedBatch:
+    """A batch's outputs after the guard, and what the guard saw: `looped` is the greedy decode's verdict,
+    `still_looping` the kept decode's; `temperatures[i]` is the temperature of the kept decode (0.0: greedy)."""
+
+    generated: Generated
+    looped: list[bool] = field(default_factory=list)
+    still_looping: list[bool] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
+    redecoded: int = 0  # fallback decodes run (items x temperatures)
+
+
+def guarded_generate(
+    loaded: Loaded,
+    features: np.ndarray | torch.Tensor,
+    *,
+    encoded: bool = False,
+    seconds: Sequence[float] | None = None,
+    max_new_tokens: int = 255,
+    num_beams: int = 1,
+    autocast: bool = True,
+    guard: bool = True,
+    seed: int = 0,
+) -> GuardedBatch:
+    """`generate_batch` with the token limit of the batch's longest clip (`seconds`, when known) and, with
+    `guard`, the repetition guard. `guard=False` still reports which outputs loop. `encoded`: `features` are
+    encoder outputs (see `generate_batch`)."""
+    limit = token_limit(max(seconds) if seconds else None, max_new_tokens)
+    out = generate_batch(loaded, features, encoded=encoded, max_new_tokens=limit, num_beams=num_beams,
+                         autocast=autocast)
+    looped = [is_looping(t) for t in out.texts]
+    result = GuardedBatch(out, looped, list(looped), [0.0] * len(looped))
+    if not guard or not any(looped):
+        return result
+    feats = torch.as_tensor(features)
+    ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
+    device = torch.device(loaded.info.get("device", "cpu"))
+    for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
+        pending = [i for i, bad in enumerate(result.still_looping) if bad]
+        if not pending:
+            break
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + attempt)
+            again = generate_batch(loaded, feats[pending], encoded=encoded, max_new_tokens=limit, num_beams=1,
+                                   autocast=autocast,
+                                   options={"do_sample": True, "temperature": temperature})
+        result.redecoded += len(pending)
+        out.new_tokens += again.new_tokens
+        for slot, i in enumerate(pending):
+            text, ratio, loops = again.texts[slot], compression_ratio(again.texts[slot]), is_looping(again.texts[slot])
+            if loops and ratio >= ratios[i]:
+                continue  # no better than what is kept
+            out.texts[i], out.sequences[i], ratios[i] = text, again.sequences[slot], ratio
+            result.still_looping[i], result.temperatures[i] = loops, temperature
+    return result
