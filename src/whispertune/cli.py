@@ -29,6 +29,7 @@ COMMANDS = [
     "merge",
     "export",
     "push",
+    "serve",
 ]
 
 
