@@ -54,3 +54,21 @@ def test_a_failing_call_fails_only_its_own_requests():
         assert good.result(10) == "g:en"
     finally:
         batcher.close()
+
+
+def test_a_cancelled_request_is_skipped_and_the_worker_goes_on():
+    """A client that disconnects cancels its future (asyncio.wrap_future does): it is not transcribed, and setting
+    the results of the others does not fail."""
+    run = Recorder()
+    batcher = Batcher(run, max_batch=8, wait_seconds=0.05)
+    try:
+        first = batcher.submit(Path("c0"), "en")
+        assert run.entered.wait(10)
+        gone, kept = batcher.submit(Path("gone"), "en"), batcher.submit(Path("kept"), "en")
+        assert gone.cancel()
+        run.release.set()
+        assert (first.result(10), kept.result(10)) == ("c0:en", "kept:en")
+        assert batcher.submit(Path("after"), "en").result(10) == "after:en"
+    finally:
+        batcher.close()
+    assert run.calls == [(["c0"], "en"), (["kept"], "en"), (["after"], "en")]

@@ -85,6 +85,11 @@ class Batcher:
                 self._answer(group, language)
 
     def _answer(self, group: list[_Job], language: str | None) -> None:
+        # a request whose client went away was cancelled (its upload is deleted): skipped; the others can no
+        # longer be cancelled, so setting their results cannot fail and stop this thread
+        group = [job for job in group if job.future.set_running_or_notify_cancel()]
+        if not group:
+            return
         try:
             results = self._run([job.path for job in group], language)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
