@@ -162,7 +162,8 @@ def create_app(backend: Any, batcher: Batcher, names: tuple[str, ...], limits: L
 
 
 def _too_large(size: int | None, limits: Limits) -> ApiError:
-    """413 for an upload of `size` bytes (None: more than the limit, counted while reading)."""
-    what = f"{size} bytes" if size is not None else f"more than {limits.max_file_bytes} bytes"
+    """413 for a request body of `size` bytes (its Content-Length), or (None) a file found over the limit while
+    read."""
+    what = f"a request of {size} bytes" if size is not None else f"more than {limits.max_file_bytes} bytes"
     return ApiError(413, f"file: {what}, over this server's limit of {limits.max_file_bytes} bytes "
                     "(whispertune serve --max-file-mb)", "file", "file_too_large")
