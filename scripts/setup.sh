@@ -27,5 +27,5 @@ pip_install() {  # pip, without the noise of this machine's extra local indexes
 # torch first, on its own, so that the CPU build is the one that lands.
 torch_pin=$(grep -m1 '^torch==' constraints.txt)
 pip_install -c constraints.txt "$torch_pin"
-pip_install -c constraints.txt -e ".[embedded,dev]"
+pip_install -c constraints.txt -e ".[embedded,serve,dev]"
 .venv/bin/python -c "import torch, whispertune; print('setup: ok, torch', torch.__version__, 'whispertune', whispertune.__version__)"

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("inference", ("whispertune.inference",)),
     ("training", ("whispertune.training",)),
     ("interop", ("whispertune.interop",)),
+    ("serve", ("whispertune.serve",)),
     ("entry points", ("whispertune.cli", "whispertune.commands", "whispertune.demo")),
 ]
 

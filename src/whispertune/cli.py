@@ -30,6 +30,7 @@ COMMANDS = [
     "merge",
     "export",
     "push",
+    "serve",
 ]
 
 

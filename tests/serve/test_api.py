@@ -1,0 +1,99 @@
+"""`whispertune serve` through the official `openai` client against a real server on localhost (embedded:tiny.en
+on the CPU, espeak-ng speech): every response format, the errors in OpenAI's shape, and concurrent requests
+batched into shared model calls with each answer belonging to its own request."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = [pytest.mark.embedded, pytest.mark.synth]
+
+MODEL = "embedded:tiny.en"
+
+
+def test_response_formats(client, speech_clips, nearest):
+    clip = speech_clips[0]
+    requests = {"json": {}, "text": {"model": "whisper-1"}, "verbose_json": {"language": "en"}, "srt": {}, "vtt": {}}
+
+    def ask(fmt: str):
+        options = {"model": MODEL, **requests[fmt]}
+        return client.audio.transcriptions.create(file=clip.open("rb"), response_format=fmt, **options)
+
+    with ThreadPoolExecutor(len(requests)) as pool:  # sent together: answered by one model call
+        answers = dict(zip(requests, pool.map(ask, requests)))
+    text = answers["json"].text
+    assert nearest(text) == 0
+    assert answers["text"] == text + "\n"  # the same transcript, whichever name of the model is asked for
+    verbose, duration = answers["verbose_json"], sf.info(str(clip)).duration
+    assert verbose.text == text and verbose.language == "english" and verbose.task == "transcribe"
+    assert verbose.duration == pytest.approx(duration, abs=0.01)
+    assert [(s.id, s.start, s.text) for s in verbose.segments] == [(0, 0.0, text)]
+    assert verbose.segments[0].end == pytest.approx(duration, abs=0.01)
+    end = f"00:00:0{int(duration)},{round(duration % 1 * 1000):03d}"
+    assert answers["srt"] == f"1\n00:00:00,000 --> {end}\n{text}\n"
+    assert answers["vtt"] == f"WEBVTT\n\n00:00:00.000 --> {end.replace(',', '.')}\n{text}\n"
+
+
+def _error(call) -> tuple[int, dict]:
+    import openai
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        call()
+    return caught.value.status_code, caught.value.body
+
+
+def test_errors_in_openai_shape(client, speech_clips, tmp_path):
+    clip = speech_clips[1]
+    create = client.audio.transcriptions.create
+    status, body = _error(lambda: create(model="whisper-9", file=clip.open("rb")))
+    assert status == 404 and body["code"] == "model_not_found" and body["param"] == "model"
+    status, body = _error(lambda: create(model=MODEL, file=clip.open("rb"), response_format="docx"))
+    assert status == 400 and body["param"] == "response_format" and "json, text, srt, vtt" in body["message"]
+    status, body = _error(lambda: create(model=MODEL, file=("notes.txt", b"this is not audio\n" * 50)))
+    assert status == 400 and body["code"] == "invalid_audio" and body["message"].startswith("notes.txt: ")
+    status, body = _error(lambda: create(model=MODEL, file=("empty.wav", b"")))
+    assert status == 400 and body["code"] == "invalid_audio"
+    status, body = _error(lambda: create(model=MODEL, file=clip.open("rb"), language="klingon"))
+    assert status == 400 and body["param"] == "language" and "unknown Whisper language" in body["message"]
+    status, body = _error(lambda: create(model=MODEL, file=clip.open("rb"), language="fr"))
+    assert status == 400 and "English-only" in body["message"]
+    status, body = _error(lambda: create(model=MODEL, file=clip.open("rb"), temperature=0.4))
+    assert status == 400 and body["param"] == "temperature"
+    # 25 s of audio, over the server's 20 s limit (a 16 kHz 8-bit file stays under its 1 MB limit)
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, np.tile(sf.read(clip, dtype="float32")[0], 12)[: 25 * 22050], 22050, subtype="PCM_U8")
+    status, body = _error(lambda: create(model=MODEL, file=long_clip.open("rb")))
+    assert status == 400 and body["code"] == "audio_too_long" and "20 s" in body["message"]
+    # over the 1 MB limit: just over (counted while read) and far over (refused from its Content-Length)
+    for size in (2**20 + 1000, 5 * 2**20):
+        status, body = _error(lambda size=size: create(model=MODEL, file=("big.wav", b"\0" * size)))
+        assert status == 413 and body["code"] == "file_too_large" and "--max-file-mb" in body["message"]
+
+
+def test_concurrent_requests_are_batched_and_not_mixed_up(client, tiny_en_server, speech_clips, nearest):
+    before = json.load(urllib.request.urlopen(f"{tiny_en_server[0]}/health"))
+
+    def ask(i: int) -> tuple[int, str]:
+        return i, client.audio.transcriptions.create(model=MODEL, file=speech_clips[i].open("rb")).text
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(len(speech_clips))))
+    assert len(answers) == len(speech_clips) == 16
+    assert [nearest(text) for _, text in answers] == [i for i, _ in answers], answers
+    after = json.load(urllib.request.urlopen(f"{tiny_en_server[0]}/health"))
+    assert after["requests"] - before["requests"] == 16
+    assert after["model_calls"] - before["model_calls"] < 16 and after["largest_call"] > 1  # batched
+
+
+def test_health_models_and_page(tiny_en_server, client):
+    health = json.load(urllib.request.urlopen(f"{tiny_en_server[0]}/health"))
+    assert health["status"] == "ok" and health["model"] == MODEL and health["max_file_bytes"] == 2**20
+    assert [m.id for m in client.models.list()] == [MODEL, "whisper-1"]
+    page = urllib.request.urlopen(f"{tiny_en_server[0]}/").read().decode()
+    assert "/v1/audio/transcriptions" in page and "MediaRecorder" in page

