@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +144,7 @@ def _inject(code: int):
 def test_unwritable_output_is_one_line_and_leaves_nothing_half_written(code, expected, tiny_whisper_dir, tmp_path,
                                                                        clip, capsys, monkeypatch):
     out = tmp_path / "subs"
-    monkeypatch.setattr("whispertune.training.run_dir.open", _inject(code), raising=False)
+    monkeypatch.setattr("whispertune.atomic_files.open", _inject(code), raising=False)
     line = one_error_line(["transcribe", str(clip), "--model", str(tiny_whisper_dir), "--language", "mr",
                            "--max-new-tokens", "2", "--output-dir", str(out)], capsys)
     assert line == f"whispertune: error: {out / 'a.txt'}: {expected}"
@@ -174,3 +176,21 @@ def test_library_errors_that_carry_an_errno(tmp_path):
 def test_debug_keeps_the_traceback(tmp_path, clip):
     with pytest.raises(FileExistsError):
         main(["--debug", "transcribe", str(clip), "--output-dir", str(clip)])
+
+
+def test_a_short_write_inside_torch_save_is_a_disk_full_line(tmp_path):
+    """torch.save under a file size limit (what a full disk looks like to its zip writer): no errno, one line."""
+    script = (
+        "import resource, signal, torch\n"
+        "from whispertune.errors import user_error_for\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+        "try:\n"
+        f"    torch.save({{'w': torch.zeros(200_000)}}, {str(tmp_path / 'optimizer.pt')!r})\n"
+        "except RuntimeError as exc:\n"
+        "    print(user_error_for(exc))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = out.stdout.strip()
+    assert "disk is probably full" in line and "--resume" in line and "\n" not in line

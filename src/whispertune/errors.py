@@ -97,6 +97,13 @@ def user_error_for(exc: BaseException, subject: str | None = None) -> UserError 
     code = _errno_in_text(str(exc))
     if code is not None:
         return UserError(f"{os_error_message(OSError(code, os.strerror(code)), subject)} ({detail})")
+    if isinstance(exc, RuntimeError) and "inline_container" in str(exc) and (
+            "unexpected pos" in str(exc) or "failed writing" in str(exc)):
+        # torch.save's zip writer reports a short write (full disk, file size limit) without an errno
+        where = f"{subject}: " if subject else ""
+        return UserError(f"{where}torch could not finish writing a file ({detail}): the disk is probably full or "
+                         "a file size limit was reached; free space or choose another output directory, then "
+                         "resume with --resume (the last complete checkpoint is kept)")
     if type(exc).__name__ == "SafetensorError":
         where = f"{subject}: " if subject else ""
         return UserError(f"{where}a safetensors file is corrupt or truncated ({detail}); re-download or re-export it")
