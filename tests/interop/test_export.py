@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import make_adapter
 from whispertune.cli import main
 from whispertune.errors import UserError
 from whispertune.interop.ct2_export import export_ct2
@@ -20,34 +21,6 @@ from whispertune.interop.parity import Clip, check_parity, enforce_parity, read_
 pytest.importorskip("ctranslate2")
 pytestmark = [pytest.mark.embedded, pytest.mark.synth]
 BASE = "embedded:whisper-base"
-
-
-def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scale: float = 0.02) -> Path:
-    """A LoRA adapter with random non-zero B matrices, saved the way `whispertune train` saves one."""
-    from whispertune.config import Config, LoraConfig, QuantizationConfig
-    from whispertune.model.loading import load_base, load_processor
-    from whispertune.model.lora import add_lora
-    from whispertune.training.plan import resolve_plan
-    from whispertune.training.trainer import write_adapter
-
-    cfg = Config()
-    cfg.model.name_or_path, cfg.model.language = base, language
-    cfg.quantization.mode = "int8"  # recorded only: the adapter is built on the fp32 base here
-    cfg.lora = LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj", "fc1"])
-    plan = resolve_plan(cfg, device="cpu")
-    model = load_base(plan.model, QuantizationConfig(mode="none"), for_training=True, device="cpu")
-    torch.manual_seed(seed)  # lora_A's initialization
-    peft_model = add_lora(model, cfg.lora, freeze_encoder=False, verbose=False)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    adapter_dir = run_dir / "adapter"
-    write_adapter(peft_model, load_processor(plan.model_path, plan.language, "transcribe"), adapter_dir, plan)
-    return adapter_dir
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
+from ..model.portable import portable_base
 from ..pretrained.embedded import resolve_model_name
+from ..training.model_card import write_card
 from .merge import merge, prepare_out_dir
 from .parity import Clip, ParityReport, check_parity, default_clips, enforce_parity, read_clips
 
@@ -89,12 +91,14 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
         _write_missing_files(out, source, code, task)
         report = check_parity(out, source, given, language=code, task=task, margin=margin,
                               max_new_tokens=max_new_tokens)
-    info = {"kind": "ct2", "quantization": quantization, "source": str(model or source),
-            "base_model": meta.get("base_model", model), "adapter": str(adapter) if adapter else None,
+    base_name = str(meta.get("base_model") or model)
+    info = {"kind": "ct2", "quantization": quantization, "source": str(model or source), "base_model": base_name,
+            **portable_base(base_name)[1], "adapter": str(adapter) if adapter else None,
             **language_fields(code), "task": task, "run_dir": meta.get("run_dir"),
             "parity": {k: v for k, v in asdict(report).items() if k != "rows"} | {"passed": report.passed}}
     (out / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "parity.json").write_text(json.dumps(asdict(report) | {"passed": report.passed}, indent=2,
                                                 ensure_ascii=False), encoding="utf-8")
+    write_card(out)
     enforce_parity(report)
     return ExportResult(out_dir=out, quantization=quantization, parity=report, seconds=time.perf_counter() - start)
