@@ -141,10 +141,11 @@ print(asr({{"raw": audio, "sampling_rate": rate}}, generate_kwargs={{"num_beams"
 
 
 def _parity_lines(parity: dict[str, Any]) -> list[str]:
-    client = parity.get("client", "CTranslate2")
-    return ["", f"Export parity through {client} on {parity['n_clips']} clips ({parity.get('clips', 'synthesized')}): "
-            f"WER transformers {parity['wer_transformers']:.2f}, {client} {parity['wer_ct2']:.2f} "
-            f"(margin {parity['margin']:g}); identical transcripts {parity['identical']}/{parity['n_clips']}."]
+    client, n = parity["client"], parity["n_clips"]
+    return ["", f"Export parity through {client} (run on the export, its own audio front end) on {n} {parity['clips']} "
+            f"clips: WER whispertune (transformers) {parity['wer_transformers']:.2f}, {client} {parity['wer_client']:.2f} "
+            f"(margin {parity['margin']:g}); identical transcripts {parity['identical']}/{n} "
+            f"({100 * parity['identical'] / n:.0f}%)."]
 
 
 def model_card(path: str | Path, repo_id: str | None = None) -> str:
