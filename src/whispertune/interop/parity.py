@@ -93,16 +93,12 @@ class ParityReport:
                 f"{self.wer_between:.2f}; identical {self.identical}/{self.n_clips}")
 
 
-def check_parity(client: Client, model_dir: str | Path, clips: Sequence[Clip], *, language: str | None,
-                 task: str = "transcribe", margin: float = 1.0, batch_size: int = 4, max_new_tokens: int = 255,
-                 given: bool = True) -> ParityReport:
-    """Transcribe `clips` with the transformers model in `model_dir` (whispertune) and with `client`."""
-    from ..inference.metrics import error_rates  # lazy: `whispertune --help` imports this module
-
+def transformers_texts(model_dir: str | Path, clips: Sequence[Clip], *, language: str | None, task: str = "transcribe",
+                       batch_size: int = 4, max_new_tokens: int = 255) -> tuple[list[str], str | None]:
+    """whispertune's greedy transcripts of `clips` with the transformers model in `model_dir`, and its language."""
     loaded = load_for_inference(str(model_dir), options=LoadOptions(language=language, task=task))
-    code = loaded.info["language"]
     extractor = loaded.processor.feature_extractor
-    hf_texts: list[str] = []
+    texts: list[str] = []
     batches = [clips[i : i + batch_size] for i in range(0, len(clips), batch_size)]
     for batch in tqdm(batches, desc="parity: transformers", unit="batch"):
         audios = [load_audio(c.path) for c in batch]
@@ -111,17 +107,34 @@ def check_parity(client: Client, model_dir: str | Path, clips: Sequence[Clip], *
                 raise AudioError(f"{clip.path}: {len(audio) / SAMPLE_RATE:.1f} s long; parity clips must be at most 30 s",
                                  "too_long")
         feats = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype(np.float32)
-        hf_texts += generate_batch(loaded, feats, max_new_tokens=max_new_tokens).texts
+        texts += generate_batch(loaded, feats, max_new_tokens=max_new_tokens).texts
+    return texts, loaded.info["language"]
+
+
+def compare(client: Client, clips: Sequence[Clip], hf_texts: list[str], language: str | None, *, margin: float,
+            given: bool) -> ParityReport:
+    """`client`'s transcripts of `clips` scored against the references and against whispertune's `hf_texts`."""
+    from ..inference.metrics import error_rates  # lazy: `whispertune --help` imports this module
+
     client_texts = [client.transcribe(c.path) for c in tqdm(clips, desc=f"parity: {client.name}", unit="clip")]
     refs = [c.text for c in clips]
     return ParityReport(
-        language=code, client=client.name, clips="given" if given else "synthesized", n_clips=len(clips),
-        wer_transformers=error_rates(refs, hf_texts, code)["wer_normalized"],
-        wer_client=error_rates(refs, client_texts, code)["wer_normalized"],
-        wer_between=error_rates(hf_texts, client_texts, code)["wer_normalized"],
+        language=language, client=client.name, clips="given" if given else "synthesized", n_clips=len(clips),
+        wer_transformers=error_rates(refs, hf_texts, language)["wer_normalized"],
+        wer_client=error_rates(refs, client_texts, language)["wer_normalized"],
+        wer_between=error_rates(hf_texts, client_texts, language)["wer_normalized"],
         identical=sum(a == b for a, b in zip(hf_texts, client_texts)), margin=margin,
         rows=[{"path": c.path, "reference": c.text, "transformers": h, client.name: t}
               for c, h, t in zip(clips, hf_texts, client_texts)])
+
+
+def check_parity(client: Client, model_dir: str | Path, clips: Sequence[Clip], *, language: str | None,
+                 task: str = "transcribe", margin: float = 1.0, batch_size: int = 4, max_new_tokens: int = 255,
+                 given: bool = True) -> ParityReport:
+    """Transcribe `clips` with the transformers model in `model_dir` (whispertune) and with `client`."""
+    hf_texts, code = transformers_texts(model_dir, clips, language=language, task=task, batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens)
+    return compare(client, clips, hf_texts, code, margin=margin, given=given)
 
 
 def enforce_parity(report: ParityReport) -> None:

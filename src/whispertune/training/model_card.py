@@ -114,11 +114,14 @@ segments, info = model.transcribe("clip.wav", language="{lang}", task="{task}", 
 print(" ".join(s.text.strip() for s in segments))
 ```"""
     if kind == "ggml":
-        name = meta.get("file", "ggml-model.bin")
+        name = meta.get("file", "ggml-model-f16.bin")
+        where = (f'path = "{repo_id}/{name}"' if Path(repo_id).is_dir() else
+                 f'from huggingface_hub import hf_hub_download\n\npath = hf_hub_download("{repo_id}", "{name}")')
         return f"""```python
 from pywhispercpp.model import Model
 
-model = Model("{repo_id}/{name}", language="{lang}")
+{where}
+model = Model(path, language="{lang}")
 print(" ".join(s.text.strip() for s in model.transcribe("clip.wav")))
 ```
 
@@ -140,9 +143,10 @@ print(asr({{"raw": audio, "sampling_rate": rate}}, generate_kwargs={{"num_beams"
 ```"""
 
 
-def _parity_lines(parity: dict[str, Any]) -> list[str]:
+def _parity_lines(parity: dict[str, Any], fmt: str = "") -> list[str]:
     client, n = parity["client"], parity["n_clips"]
-    return ["", f"Export parity through {client} (run on the export, its own audio front end) on {n} {parity['clips']} "
+    what = f"`{fmt}` " if fmt else ""
+    return ["", f"Export {what}parity through {client} (run on the export, its own audio front end) on {n} {parity['clips']} "
             f"clips: WER whispertune (transformers) {parity['wer_transformers']:.2f}, {client} {parity['wer_client']:.2f} "
             f"(margin {parity['margin']:g}); identical transcripts {parity['identical']}/{n} "
             f"({100 * parity['identical'] / n:.0f}%)."]
@@ -166,7 +170,7 @@ def model_card(path: str | Path, repo_id: str | None = None) -> str:
     front = {"language": [language] if language else None, "tags": tags, "pipeline_tag": "automatic-speech-recognition",
              "library_name": {"adapter": "peft", "ct2": "ctranslate2", "ggml": "whisper.cpp"}.get(kind, "transformers"),
              "base_model": hub_base}
-    named = f"`{hub_base}`" + (f" (trained on `{written}`, the same weights, model.bin SHA-256 "
+    named = f"`{hub_base}`" + (f" (whispertune's `{written}`: the same weights, model.bin SHA-256 "
                                f"{meta['embedded_sha256']})" if meta.get("embedded_sha256") else "") if hub_base else f"`{written}`"
     lines = ["---", yaml.safe_dump({k: v for k, v in front.items() if v}, sort_keys=False).strip(), "---",
              CARD_MARKER, f"# {Path(repo_id).name}", "",
@@ -187,8 +191,8 @@ def model_card(path: str | Path, repo_id: str | None = None) -> str:
     if isinstance(wer, (int, float)):
         lines += [f"Measured WER on the evaluation split: {wer:.2f}", ""]
     lines += _metric_lines(info["metrics"])
-    if meta.get("parity"):
-        lines += _parity_lines(meta["parity"])
+    for fmt, parity in (meta.get("parity_by_format") or {"": meta["parity"]} if meta.get("parity") else {}).items():
+        lines += _parity_lines(parity, fmt)
     lines += ["", "## How to use", "", _usage(kind, repo_id, meta, language, task), ""]
     return "\n".join(lines)
 
