@@ -36,9 +36,9 @@ DRIVER = """
 import contextlib, io, json, shutil, sys
 snippets, clips = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 out = {}
-for kind, code in snippets.items():
+for kind, (code, n_clips) in snippets.items():
     out[kind] = []
-    for clip in clips:
+    for clip in clips[:n_clips]:
         shutil.copyfile(clip, "clip.wav")
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
@@ -98,8 +98,9 @@ def _offline_home(tmp: Path) -> dict[str, str]:
 
 
 def _run_cards(python: str, adapter_dir: Path, merged_dir: Path, clips: list[str], tmp: Path) -> dict:
-    snippets = {"adapter": _python_snippet((adapter_dir / "README.md").read_text()),
-                "merged": _python_snippet((merged_dir / "README.md").read_text())}
+    # the merged model's pipeline on one clip only (each run of a snippet loads its model again)
+    snippets = {"adapter": (_python_snippet((adapter_dir / "README.md").read_text()), len(clips)),
+                "merged": (_python_snippet((merged_dir / "README.md").read_text()), 1)}
     work = tmp / "work"
     work.mkdir()
     proc = subprocess.run([python, "-c", DRIVER, json.dumps(snippets), json.dumps(clips)], cwd=work,
@@ -134,7 +135,7 @@ def test_cards_load_with_plain_libraries(adapter_dir, merged_dir, clips, tmp_pat
     result = _run_cards(sys.executable, adapter_dir, merged_dir, clips, tmp_path)
     assert not result["whispertune_imported"]
     assert result["texts"]["adapter"] == expected
-    assert result["texts"]["merged"] == expected  # the pipeline with num_beams=1, as the card says
+    assert result["texts"]["merged"] == expected[:1]  # the pipeline with num_beams=1, as the card says
 
 
 @pytest.mark.slow
@@ -145,4 +146,4 @@ def test_cards_load_with_transformers_4(adapter_dir, merged_dir, clips, tmp_path
     result = _run_cards(python, adapter_dir, merged_dir, clips, tmp_path)
     assert result["transformers"].startswith("4.")
     assert result["texts"]["adapter"] == _whispertune_texts(adapter_dir, clips)
-    assert result["texts"]["merged"] == result["texts"]["adapter"]
+    assert result["texts"]["merged"] == result["texts"]["adapter"][:1]
