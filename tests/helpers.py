@@ -1,5 +1,5 @@
 """Code shared by the tests (fixtures live in the conftest.py files): tiny random Whisper models, the
-training overrides of the end-to-end runs, and the tiny LoRA model the preset tests train."""
+training overrides of the end-to-end runs, the tiny LoRA model the preset tests train, and a real-base adapter."""
 
 from __future__ import annotations
 
@@ -122,3 +122,33 @@ def prepared(name: str, dropout: float = 0.0, encoder_layers: int = 2, **changes
     """Preset `name` (fp32 on CPU, optionally changed) applied to a fresh tiny LoRA model."""
     preset = dataclasses.replace(presets.get_preset(name), **changes)
     return preset_surgery.prepare_model(tiny_lora_model(preset.freeze_encoder, dropout, encoder_layers), preset)
+
+
+def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scale: float = 0.02) -> Path:
+    """A LoRA adapter with random non-zero B matrices, saved the way `whispertune train` saves one."""
+    from whispertune.config import Config, LoraConfig, QuantizationConfig
+    from whispertune.model.loading import load_base, load_processor
+    from whispertune.model.lora import add_lora
+    from whispertune.training.model_card import write_card
+    from whispertune.training.plan import resolve_plan
+    from whispertune.training.trainer import write_adapter
+
+    cfg = Config()
+    cfg.model.name_or_path, cfg.model.language = base, language
+    cfg.quantization.mode = "int8"  # recorded only: the adapter is built on the fp32 base here
+    cfg.lora = LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj", "fc1"])
+    plan = resolve_plan(cfg, device="cpu")
+    model = load_base(plan.model, QuantizationConfig(mode="none"), for_training=True, device="cpu")
+    torch.manual_seed(seed)  # lora_A's initialization
+    peft_model = add_lora(model, cfg.lora, freeze_encoder=False, verbose=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    adapter_dir = run_dir / "adapter"
+    write_adapter(peft_model, load_processor(plan.model_path, plan.language, "transcribe"), adapter_dir, plan)
+    write_card(adapter_dir)  # as `train` does once metrics.json is written
+    return adapter_dir

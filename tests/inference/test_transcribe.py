@@ -78,12 +78,13 @@ def test_srt_and_vtt_formatting():
     t = Transcript("a.wav", "Hello there. Second part", "en",
                    [Segment(0.0, 27.5, "Hello there."), Segment(27.5, 52.5, " "), Segment(52.5, 61.25, "Second part")],
                    duration=61.25)
+    # short texts over long windows: timed at 8 characters a second from the window's start (subtitles.py)
     assert render(t, "srt") == (
-        "1\n00:00:00,000 --> 00:00:27,500\nHello there.\n\n"
-        "2\n00:00:52,500 --> 00:01:01,250\nSecond part\n"
+        "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n"
+        "2\n00:00:52,500 --> 00:00:53,875\nSecond part\n"
     )
     assert render(t, "vtt") == (
-        "WEBVTT\n\n00:00:00.000 --> 00:00:27.500\nHello there.\n\n00:00:52.500 --> 00:01:01.250\nSecond part\n"
+        "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n\n00:00:52.500 --> 00:00:53.875\nSecond part\n"
     )
     assert render(t, "txt") == "Hello there. Second part\n"
     data = json.loads(render(t, "json"))

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import make_adapter
 from whispertune.cli import main
 from whispertune.errors import UserError
+from whispertune.interop.clients import faster_whisper_client
 from whispertune.interop.ct2_export import export_ct2
 from whispertune.interop.merge import merge
 from whispertune.interop.parity import Clip, check_parity, enforce_parity, read_clips
@@ -20,34 +22,6 @@ from whispertune.interop.parity import Clip, check_parity, enforce_parity, read_
 pytest.importorskip("ctranslate2")
 pytestmark = [pytest.mark.embedded, pytest.mark.synth]
 BASE = "embedded:whisper-base"
-
-
-def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scale: float = 0.02) -> Path:
-    """A LoRA adapter with random non-zero B matrices, saved the way `whispertune train` saves one."""
-    from whispertune.config import Config, LoraConfig, QuantizationConfig
-    from whispertune.model.loading import load_base, load_processor
-    from whispertune.model.lora import add_lora
-    from whispertune.training.plan import resolve_plan
-    from whispertune.training.trainer import write_adapter
-
-    cfg = Config()
-    cfg.model.name_or_path, cfg.model.language = base, language
-    cfg.quantization.mode = "int8"  # recorded only: the adapter is built on the fp32 base here
-    cfg.lora = LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj", "fc1"])
-    plan = resolve_plan(cfg, device="cpu")
-    model = load_base(plan.model, QuantizationConfig(mode="none"), for_training=True, device="cpu")
-    torch.manual_seed(seed)  # lora_A's initialization
-    peft_model = add_lora(model, cfg.lora, freeze_encoder=False, verbose=False)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    adapter_dir = run_dir / "adapter"
-    write_adapter(peft_model, load_processor(plan.model_path, plan.language, "transcribe"), adapter_dir, plan)
-    return adapter_dir
 
 
 @pytest.fixture(scope="module")
@@ -151,20 +125,28 @@ def test_export_layout_and_parity(export):
     report = export.parity
     print(report.summary())
     assert report.n_clips == 6 and report.language == "en"
-    assert report.passed and abs(report.wer_transformers - report.wer_ct2) <= 1.0
+    assert report.passed and abs(report.wer_transformers - report.wer_client) <= 1.0
     assert report.wer_transformers < 60  # real English recognition, not noise
     assert report.identical >= report.n_clips - 1
     saved = json.loads((out / "parity.json").read_text())
     assert saved["passed"] and len(saved["rows"]) == 6
     info = json.loads((out / "whispertune.json").read_text())
     assert info["kind"] == "ct2" and info["quantization"] == "int8" and info["parity"]["passed"]
+    assert info["base_model_hub_id"] == "openai/whisper-base" and info["parity"]["client"] == "faster-whisper"
+    card = (out / "README.md").read_text()
+    assert "base_model: openai/whisper-base" in card and "library_name: ctranslate2" in card
+    assert f"identical transcripts {report.identical}/6" in card and f"faster-whisper {report.wer_client:.2f}" in card
 
 
 def test_export_adapter_float16(adapter_dir, clips, tmp_path):
     """Adapter -> merge (temp dir) -> CTranslate2 float16 -> parity on given clips."""
-    result = export_ct2(tmp_path / "ct2", adapter=adapter_dir, quantization="float16", clips=clips)
+    # faster-whisper's own front end (padding of the 30 s window) moves a word or two of this random adapter
+    # on 3 clips (12.5 WER points each; measured 2/3 identical), hence the wide margin here
+    result = export_ct2(tmp_path / "ct2", adapter=adapter_dir, quantization="float16", clips=clips, margin=30)
     print(result.parity.summary())
-    assert result.parity.passed and result.parity.n_clips == len(clips)
+    assert result.parity.passed and result.parity.n_clips == len(clips) and result.parity.clips == "given"
+    rows = json.loads((tmp_path / "ct2" / "parity.json").read_text())["rows"]
+    assert [r["faster-whisper"] for r in rows] and result.parity.identical_share >= 1 / 3
     info = json.loads((tmp_path / "ct2" / "whispertune.json").read_text())
     assert info["adapter"] == str(adapter_dir) and info["base_model"] == BASE and info["language"] == "en"
     assert info["run_dir"] == str(adapter_dir.parent.resolve())  # the model card finds the run's metrics
@@ -172,7 +154,8 @@ def test_export_adapter_float16(adapter_dir, clips, tmp_path):
 
 def test_parity_detects_a_different_model(export, clips, tiny_whisper_dir):
     """The export checked against an unrelated (random) model: the WERs differ, and the check refuses it."""
-    report = check_parity(export.out_dir, tiny_whisper_dir, clips, language="en", margin=1.0, max_new_tokens=20)
+    client = faster_whisper_client(export.out_dir, "en", "transcribe")
+    report = check_parity(client, tiny_whisper_dir, clips, language="en", margin=1.0, max_new_tokens=20)
     assert not report.passed and report.identical == 0
     with pytest.raises(UserError, match="outside the margin"):
         enforce_parity(report)

@@ -51,7 +51,7 @@ def test_adapter_card(run_dir, tiny_whisper_dir):
     assert "learning_rate: 0.0005" in card and "max_steps: 300" in card and "mode: int8" in card  # training config
     assert "- q_proj" in card and "r: 4" in card
     assert "| eval.eval_wer | 23.5 |" in card and "| eval.eval_loss | 0.4123 |" in card  # metrics
-    assert 'PeftModel.from_pretrained(base, "someone/whisper-mr-lora")' in card  # peft usage
+    assert 'adapter = "someone/whisper-mr-lora"' in card and "PeftModel.from_pretrained(" in card  # peft usage
     assert "whispertune transcribe clip.wav --adapter someone/whisper-mr-lora" in card
 
 
@@ -59,7 +59,8 @@ def test_ct2_card_and_kinds(tmp_path, run_dir):
     export = tmp_path / "ct2"
     export.mkdir()
     (export / "model.bin").write_bytes(b"\0")
-    parity = {"n_clips": 6, "wer_transformers": 9.76, "wer_ct2": 9.76, "margin": 1.0}
+    parity = {"n_clips": 6, "wer_transformers": 9.76, "wer_client": 9.76, "margin": 1.0, "identical": 5,
+              "client": "faster-whisper", "clips": "synthesized"}
     (export / "whispertune.json").write_text(json.dumps({"kind": "ct2", "quantization": "int8", "language": "en",
                                                          "base_model": "openai/whisper-base", "task": "transcribe",
                                                          "run_dir": str(run_dir), "parity": parity}))
@@ -67,7 +68,8 @@ def test_ct2_card_and_kinds(tmp_path, run_dir):
     assert describe(export)["kind"] == "ct2"
     assert "CTranslate2 (int8) export" in card and "base_model: openai/whisper-base" in card
     assert 'WhisperModel("me/whisper-ct2", device="cpu", compute_type="int8")' in card
-    assert "WER transformers 9.76, CTranslate2 9.76" in card and "| eval.eval_wer | 23.5 |" in card
+    assert "WER whispertune (transformers) 9.76, faster-whisper 9.76" in card and "identical transcripts 5/6" in card
+    assert "| eval.eval_wer | 23.5 |" in card
     with pytest.raises(UserError, match="nothing to publish"):
         describe(tmp_path)
 

@@ -48,6 +48,9 @@ def test_training_lowers_loss_and_writes_run_dir(mode, trainable_whisper_dir, sp
     meta = json.loads((result.adapter_dir / "whispertune.json").read_text())
     assert meta["base_model"] == str(trainable_whisper_dir) and meta["quantization"] == mode
     assert (meta["language"], meta["task"]) == ("en", "transcribe")
+    card = (result.adapter_dir / "README.md").read_text()  # written after metrics.json: ours, not peft's template
+    assert "<!-- written by whispertune -->" in card and "library_name: peft" in card
+    assert (result.adapter_dir / "generation_config.json").is_file()
     # the final adapter loads with plain peft on a plain base and changes its output
     base = WhisperForConditionalGeneration.from_pretrained(trainable_whisper_dir)
     feats = torch.randn(1, 80, 3000)

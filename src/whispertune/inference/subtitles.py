@@ -2,15 +2,35 @@
 
 Writers take any object with `path`, `text`, `language`, `duration` and `segments` (each with
 `start`, `end` in seconds and `text`), i.e. `transcribe.Transcript`, and return a string.
+
+Subtitles are sentence-length cues, not one per segment (a 30 s window is 150+ characters): each
+segment's words are cut at sentence ends, and wherever a cue would pass `MAX_CUE_SECONDS` or two lines
+of `LINE_CHARS` (the usual broadcast limits). The segment boundaries are the only times known (greedy
+decoding without timestamp tokens), so inside a segment the cue times are shared out in proportion to
+the characters spoken, at no less than `SLOWEST_CHARS_PER_SECOND`: each cue's start and end are an
+estimate; the first cue starts with its segment.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 FORMATS = ("txt", "json", "srt", "vtt")
+MAX_CUE_SECONDS = 7.0
+LINE_CHARS, MAX_LINES = 42, 2
+SLOWEST_CHARS_PER_SECOND = 8.0  # slow, deliberate speech (conversational speech is about 12-15)
+_SENTENCE_ENDS = (".", "?", "!", "…", "।", "॥", "。", "？", "！")
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    text: str  # lines joined by "\n"
 
 
 def format_timestamp(seconds: float, separator: str) -> str:
@@ -22,9 +42,44 @@ def format_timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def _cues(transcript: Any) -> list[Any]:
-    # a cue with no text would show an empty subtitle
-    return [s for s in transcript.segments if s.text.strip()]
+def _lines(text: str) -> list[str]:
+    return textwrap.wrap(text, LINE_CHARS, break_long_words=True, break_on_hyphens=False)
+
+
+def split_segment(start: float, end: float, text: str) -> list[Cue]:
+    """`text` spoken from `start` to `end` as cues of at most MAX_CUE_SECONDS and MAX_LINES x LINE_CHARS."""
+    words = text.split()
+    if not words:
+        return []  # a cue with no text would show an empty subtitle
+    # a short text over a long window is speech plus silence: timed at a slow speaking rate, not spread out
+    per_char = min(max(end - start, 0.0) / max(1, len(" ".join(words))), 1 / SLOWEST_CHARS_PER_SECOND)
+    cues: list[Cue] = []
+    current: list[str] = []
+    offset = 0  # characters of the segment before `current`
+
+    def close() -> None:
+        nonlocal offset, current
+        chunk = " ".join(current)
+        cue_start = start + offset * per_char
+        cues.append(Cue(cue_start, min(end, cue_start + len(chunk) * per_char), "\n".join(_lines(chunk))))
+        offset += len(chunk) + 1
+        current = []
+
+    for word in words:
+        candidate = " ".join([*current, word])
+        too_long = len(_lines(candidate)) > MAX_LINES or len(candidate) * per_char > MAX_CUE_SECONDS
+        if current and too_long:
+            close()
+        current.append(word)
+        if word.endswith(_SENTENCE_ENDS):
+            close()
+    if current:
+        close()
+    return cues
+
+
+def _cues(transcript: Any) -> list[Cue]:
+    return [cue for s in transcript.segments for cue in split_segment(s.start, s.end, s.text)]
 
 
 def to_txt(transcript: Any) -> str:
@@ -48,7 +103,7 @@ def to_srt(transcript: Any) -> str:
     blocks = []
     for number, seg in enumerate(_cues(transcript), start=1):
         times = f"{format_timestamp(seg.start, ',')} --> {format_timestamp(seg.end, ',')}"
-        blocks.append(f"{number}\n{times}\n{seg.text.strip()}\n")
+        blocks.append(f"{number}\n{times}\n{seg.text}\n")
     return "\n".join(blocks)
 
 
@@ -56,7 +111,7 @@ def to_vtt(transcript: Any) -> str:
     blocks = ["WEBVTT\n"]
     for seg in _cues(transcript):
         # "-->" inside cue text would end the cue early
-        text = seg.text.strip().replace("-->", "->")
+        text = seg.text.replace("-->", "->")
         blocks.append(f"{format_timestamp(seg.start, '.')} --> {format_timestamp(seg.end, '.')}\n{text}\n")
     return "\n".join(blocks)
 

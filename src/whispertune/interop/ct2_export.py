@@ -1,7 +1,7 @@
 """Export to CTranslate2 (faster-whisper): a model, or an adapter merged into its base, checked for parity.
 
 `export_ct2` runs CTranslate2's own transformers converter, then transcribes a few clips with both the
-transformers model and the CTranslate2 model (`parity.check_parity`) and refuses the export
+transformers model and faster-whisper on the export (`parity.check_parity`) and refuses the export
 (`ParityError`, exit 2) when their WERs differ by more than `margin` points. Each output directory
 gets a `whispertune.json` (what it is, base, language, task) that `hub.push` reads.
 """
@@ -17,7 +17,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
+from ..model.portable import portable_base
 from ..pretrained.embedded import resolve_model_name
+from ..training.model_card import write_card
+from .clients import faster_whisper_client
 from .merge import merge, prepare_out_dir
 from .parity import Clip, ParityReport, check_parity, default_clips, enforce_parity, read_clips
 
@@ -51,6 +54,7 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
                quantization: str = "int8", clips: str | Path | Sequence[Clip] | None = None, margin: float = 1.0,
                overwrite: bool = False, max_new_tokens: int = 255) -> ExportResult:
     """Export `model` (or `adapter` merged into its base) to a faster-whisper directory, checked for parity."""
+    import torch
     from ctranslate2.converters import TransformersConverter
 
     from ..languages import language_code, language_fields  # lazy: `whispertune --help` imports this module
@@ -74,6 +78,7 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
         meta_path = Path(source, ADAPTER_META)
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         code, task = language_code(meta.get("language")), meta.get("task") or "transcribe"
+        user_clips = given is not None
         if given is None:
             given, spoken = default_clips(code)
             code = code or spoken  # a model without a language is checked in the language of the clips
@@ -87,14 +92,17 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
         except (ValueError, OSError) as exc:
             raise UserError(f"CTranslate2 cannot convert {source}: {exc}") from None
         _write_missing_files(out, source, code, task)
-        report = check_parity(out, source, given, language=code, task=task, margin=margin,
-                              max_new_tokens=max_new_tokens)
-    info = {"kind": "ct2", "quantization": quantization, "source": str(model or source),
-            "base_model": meta.get("base_model", model), "adapter": str(adapter) if adapter else None,
+        client = faster_whisper_client(out, code, task, device="cuda" if torch.cuda.is_available() else "cpu")
+        report = check_parity(client, source, given, language=code, task=task, margin=margin,
+                              max_new_tokens=max_new_tokens, given=user_clips)
+    base_name = str(meta.get("base_model") or model)
+    info = {"kind": "ct2", "quantization": quantization, "source": str(model or source), "base_model": base_name,
+            **portable_base(base_name)[1], "adapter": str(adapter) if adapter else None,
             **language_fields(code), "task": task, "run_dir": meta.get("run_dir"),
             "parity": {k: v for k, v in asdict(report).items() if k != "rows"} | {"passed": report.passed}}
     (out / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "parity.json").write_text(json.dumps(asdict(report) | {"passed": report.passed}, indent=2,
                                                 ensure_ascii=False), encoding="utf-8")
+    write_card(out)
     enforce_parity(report)
     return ExportResult(out_dir=out, quantization=quantization, parity=report, seconds=time.perf_counter() - start)

@@ -15,6 +15,8 @@ from pathlib import Path
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META, adapter_metadata, base_of_adapter
+from ..model.portable import write_portable_files
+from ..training.model_card import write_card
 
 DTYPES = ("float32", "float16")
 
@@ -67,14 +69,15 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        merged.save_pretrained(tmp)  # safetensors; the generation config goes with it
-        processor.save_pretrained(tmp)
-        processor.feature_extractor.save_pretrained(tmp)  # preprocessor_config.json, read by faster-whisper
+        merged.save_pretrained(tmp)  # safetensors
+        base_fields = write_portable_files(tmp, base_name=base_name, base_path=base_path, processor=processor,
+                                           language=code, task=task)
         run_dir = Path(adapter).resolve().parent if Path(adapter).is_dir() else None
-        info = {"kind": "merged", "base_model": base_name, "adapter": adapter, **languages, "task": task,
+        info = {"kind": "merged", "base_model": base_name, **base_fields, "adapter": adapter, **languages, "task": task,
                 "dtype": dtype, "adapter_quantization": meta.get("quantization"), "lora": meta.get("lora"),
                 "run_dir": str(run_dir) if run_dir and (run_dir / "config.yaml").is_file() else meta.get("run_dir")}
         (tmp / ADAPTER_META).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_card(tmp, str(out))
         if out.exists():
             out.rmdir()  # the empty directory prepare_out_dir allowed
         tmp.rename(out)

@@ -1,9 +1,10 @@
-"""Parity check of a CTranslate2 export against the transformers model it came from.
+"""Parity check of an export, run by its real client, against the transformers model it came from.
 
-Both models transcribe a few clips from the same log-Mel features and the same decoder prompt
-(greedy); the export is refused (`ParityError`, exit 2) when their WERs differ by more than `margin`
-points. The clips are a folder's `metadata.csv` or, by default, a few sentences of the shipped test
-list spoken by espeak-ng, built once into the cache.
+whispertune (transformers, greedy) and the export's client (interop/clients.py: faster-whisper or
+whisper.cpp, each with its own audio front end) transcribe the same audio files; the export is refused
+(`ParityError`, exit 2) when their WERs differ by more than `margin` points. The clips are the user's
+evaluation clips (a folder's `metadata.csv`) or, by default, a few held-out sentences of the shipped
+test list spoken by espeak-ng, built once into the cache.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,13 +24,14 @@ from ..errors import AudioError, UserError
 from ..inference.generation import generate_batch, load_for_inference
 from ..inference.options import LoadOptions
 from ..pretrained.embedded import cache_root
+from .clients import Client
 
 DEFAULT_CLIPS = 6  # sentences of the shipped test list spoken by espeak-ng for the parity check
 MAX_CLIP_SECONDS = 30.0  # parity compares single 30 s windows
 
 
 class ParityError(UserError):
-    """The CTranslate2 model transcribes worse (or better) than the transformers model beyond the margin."""
+    """The export transcribes worse (or better) than the transformers model beyond the margin."""
 
 
 @dataclass
@@ -63,74 +64,77 @@ def default_clips(language: str | None) -> tuple[list[Clip], str]:
 
 @dataclass
 class ParityReport:
-    """Greedy transcriptions of the same clips by both models, and their normalized WERs (x100)."""
+    """Greedy transcriptions of the same clips by whispertune (transformers) and by the export's own client
+    (faster-whisper, whisper.cpp), and their normalized WERs (x100)."""
 
     language: str | None
+    client: str
+    clips: str  # "given" (the user's evaluation clips) or "synthesized" (the shipped test sentences, espeak-ng)
     n_clips: int
     wer_transformers: float
-    wer_ct2: float
-    wer_between: float  # CTranslate2 output scored against the transformers output
+    wer_client: float
+    wer_between: float  # the client's output scored against whispertune's
     identical: int  # clips transcribed identically
     margin: float
     rows: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return abs(self.wer_transformers - self.wer_ct2) <= self.margin
+        return abs(self.wer_transformers - self.wer_client) <= self.margin
+
+    @property
+    def identical_share(self) -> float:
+        return self.identical / self.n_clips if self.n_clips else 0.0
 
     def summary(self) -> str:
-        return (f"parity on {self.n_clips} clips ({self.language}): WER transformers {self.wer_transformers:.2f}, "
-                f"CTranslate2 {self.wer_ct2:.2f} (difference {abs(self.wer_transformers - self.wer_ct2):.2f}, "
-                f"margin {self.margin:g}); between them {self.wer_between:.2f}; identical {self.identical}/{self.n_clips}")
+        return (f"parity through {self.client} on {self.n_clips} {self.clips} clips ({self.language}): WER "
+                f"transformers {self.wer_transformers:.2f}, {self.client} {self.wer_client:.2f} (difference "
+                f"{abs(self.wer_transformers - self.wer_client):.2f}, margin {self.margin:g}); between them "
+                f"{self.wer_between:.2f}; identical {self.identical}/{self.n_clips}")
 
 
-def _prompt(gen: Any, code: str | None, task: str) -> list[int]:
-    """The decoder prompt transformers' `generate` builds: start, language, task, no-timestamps."""
-    prompt = [gen.decoder_start_token_id]
-    if getattr(gen, "lang_to_id", None) and code:
-        prompt.append(gen.lang_to_id[f"<|{code}|>"])
-    if getattr(gen, "task_to_id", None):
-        prompt.append(gen.task_to_id[task])
-    return prompt + [gen.no_timestamps_token_id]
-
-
-def check_parity(ct2_dir: str | Path, model_dir: str | Path, clips: Sequence[Clip], *, language: str | None,
-                 task: str = "transcribe", margin: float = 1.0, batch_size: int = 4,
-                 max_new_tokens: int = 255) -> ParityReport:
-    """Transcribe `clips` with the transformers model in `model_dir` and the CTranslate2 model in `ct2_dir`."""
-    import ctranslate2
-
-    from ..inference.metrics import error_rates  # lazy: `whispertune --help` imports this module
-
+def transformers_texts(model_dir: str | Path, clips: Sequence[Clip], *, language: str | None, task: str = "transcribe",
+                       batch_size: int = 4, max_new_tokens: int = 255) -> tuple[list[str], str | None]:
+    """whispertune's greedy transcripts of `clips` with the transformers model in `model_dir`, and its language."""
     loaded = load_for_inference(str(model_dir), options=LoadOptions(language=language, task=task))
-    code = loaded.info["language"]
-    device = "cuda" if loaded.info["device"].startswith("cuda") else "cpu"
-    ct2_model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default")
-    prompt = _prompt(loaded.model.generation_config, code, task)
-    tokenizer, extractor = loaded.processor.tokenizer, loaded.processor.feature_extractor
-    hf_texts: list[str] = []
-    ct2_texts: list[str] = []
+    extractor = loaded.processor.feature_extractor
+    texts: list[str] = []
     batches = [clips[i : i + batch_size] for i in range(0, len(clips), batch_size)]
-    for batch in tqdm(batches, desc="parity", unit="batch"):
+    for batch in tqdm(batches, desc="parity: transformers", unit="batch"):
         audios = [load_audio(c.path) for c in batch]
         for clip, audio in zip(batch, audios):
             if len(audio) > MAX_CLIP_SECONDS * SAMPLE_RATE:
                 raise AudioError(f"{clip.path}: {len(audio) / SAMPLE_RATE:.1f} s long; parity clips must be at most 30 s",
                                  "too_long")
         feats = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype(np.float32)
-        hf_texts += generate_batch(loaded, feats, max_new_tokens=max_new_tokens).texts
-        results = ct2_model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
-                                     [prompt] * len(batch), beam_size=1, max_length=len(prompt) + max_new_tokens)
-        ct2_texts += [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
+        texts += generate_batch(loaded, feats, max_new_tokens=max_new_tokens).texts
+    return texts, loaded.info["language"]
+
+
+def compare(client: Client, clips: Sequence[Clip], hf_texts: list[str], language: str | None, *, margin: float,
+            given: bool) -> ParityReport:
+    """`client`'s transcripts of `clips` scored against the references and against whispertune's `hf_texts`."""
+    from ..inference.metrics import error_rates  # lazy: `whispertune --help` imports this module
+
+    client_texts = [client.transcribe(c.path) for c in tqdm(clips, desc=f"parity: {client.name}", unit="clip")]
     refs = [c.text for c in clips]
     return ParityReport(
-        language=code, n_clips=len(clips),
-        wer_transformers=error_rates(refs, hf_texts, code)["wer_normalized"],
-        wer_ct2=error_rates(refs, ct2_texts, code)["wer_normalized"],
-        wer_between=error_rates(hf_texts, ct2_texts, code)["wer_normalized"],
-        identical=sum(a == b for a, b in zip(hf_texts, ct2_texts)), margin=margin,
-        rows=[{"path": c.path, "reference": c.text, "transformers": h, "ct2": t}
-              for c, h, t in zip(clips, hf_texts, ct2_texts)])
+        language=language, client=client.name, clips="given" if given else "synthesized", n_clips=len(clips),
+        wer_transformers=error_rates(refs, hf_texts, language)["wer_normalized"],
+        wer_client=error_rates(refs, client_texts, language)["wer_normalized"],
+        wer_between=error_rates(hf_texts, client_texts, language)["wer_normalized"],
+        identical=sum(a == b for a, b in zip(hf_texts, client_texts)), margin=margin,
+        rows=[{"path": c.path, "reference": c.text, "transformers": h, client.name: t}
+              for c, h, t in zip(clips, hf_texts, client_texts)])
+
+
+def check_parity(client: Client, model_dir: str | Path, clips: Sequence[Clip], *, language: str | None,
+                 task: str = "transcribe", margin: float = 1.0, batch_size: int = 4, max_new_tokens: int = 255,
+                 given: bool = True) -> ParityReport:
+    """Transcribe `clips` with the transformers model in `model_dir` (whispertune) and with `client`."""
+    hf_texts, code = transformers_texts(model_dir, clips, language=language, task=task, batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens)
+    return compare(client, clips, hf_texts, code, margin=margin, given=given)
 
 
 def enforce_parity(report: ParityReport) -> None:

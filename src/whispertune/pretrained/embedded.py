@@ -47,12 +47,14 @@ class Layout:
 class EmbeddedModel:
     name: str
     description: str
+    hub_id: str  # the Hub repository of the same weights: what exported artifacts name as their base
     layouts: tuple[Layout, ...]  # tried in order; the first one fully installed is used
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "whisper-base": EmbeddedModel(
         name="whisper-base",
+        hub_id="openai/whisper-base",
         description="OpenAI Whisper base (74M parameters, multilingual, 99 languages), float16",
         layouts=(
             Layout(
@@ -80,6 +82,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
     "tiny.en": EmbeddedModel(
         name="tiny.en",
+        hub_id="openai/whisper-tiny.en",
         description="OpenAI Whisper tiny.en (39M parameters, English only), float16",
         layouts=(
             Layout(
@@ -216,3 +219,13 @@ def resolve_model_name(name: str) -> str:
     if name.startswith(PREFIX):
         return str(resolve_embedded(name[len(PREFIX):]))
     return name
+
+
+def embedded_origin(name: str) -> dict[str, str] | None:
+    """For `embedded:<name>`: the Hub id of the same weights and the SHA-256 of the installed model.bin
+    (what an artifact records so that its base resolves on a machine without the packages); else None."""
+    if not name.startswith(PREFIX):
+        return None
+    model = _get(name[len(PREFIX):])
+    layout, _, _ = locate(model)
+    return {"hub_id": model.hub_id, "embedded": name, "embedded_sha256": layout.sha256}

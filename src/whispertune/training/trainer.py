@@ -29,6 +29,7 @@ from ..inference.generation import ADAPTER_META
 from ..inference.metrics import error_rates
 from ..model.loading import load_base, load_processor
 from ..model.lora import add_lora, prepare_for_training
+from ..model.portable import write_portable_files
 from .arguments import training_arguments
 from .atomic_trainer import AtomicCheckpointTrainer
 from .callbacks import StageClock, callbacks
@@ -41,6 +42,7 @@ from .checkpoints import (
 )
 from .encoder_cache import CrossKVCollator, cached_dataset
 from .interrupt import StopOnSignal
+from .model_card import write_card
 from .plan import Plan, resolve_plan
 from .plots import plot_loss
 from .preset_surgery import prepare_model
@@ -113,9 +115,11 @@ def write_adapter(model, processor, adapter_dir: Path, plan: Plan) -> None:
     """Final adapter + processor files + whispertune.json (loads with PeftModel.from_pretrained)."""
     cfg = plan.config
     model.save_pretrained(adapter_dir)
-    processor.save_pretrained(adapter_dir)
+    base_fields = write_portable_files(adapter_dir, base_name=cfg.model.name_or_path, base_path=plan.model_path,
+                                       processor=processor, language=plan.language, task=cfg.model.task)
     meta = {
         "base_model": cfg.model.name_or_path,  # as written (an embedded: name stays portable)
+        **base_fields,
         "revision": cfg.model.revision,
         "language": plan.language,
         "language_name": plan.language_name,
@@ -250,6 +254,7 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
                "final_train_loss": losses[-1] if losses else None, "precision": plan.precision, "device": plan.device,
                "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
     write_file_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_card(adapter_dir)  # after metrics.json: the card shows the measured WER
 
     plot_loss(history, run_dir / "loss.png")
     return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
