@@ -58,4 +58,9 @@ def training_arguments(plan: Plan, has_eval: bool, generation_max_length: int | 
         # trainer's filter, which read every micro-batch's loss on the host
         logging_nan_inf_filter=False,
         push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
+        # Data parallel (torchrun): every trainable tensor (LoRA) is used in every step, so DDP need not search
+        # the graph for unused ones, and the graph is the same each step: static, which reentrant checkpointing
+        # (int8 bases) and layers checkpointed by a preset need, as they run parts of the backward twice.
+        ddp_find_unused_parameters=False,
+        ddp_static_graph=True,
     )
