@@ -13,7 +13,10 @@ arguments use too), so that the run directory can be claimed by rank 0 before an
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -24,6 +27,7 @@ import torch.distributed as dist
 from ..errors import ConfigError, UserError
 
 T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def launched_world_size() -> int:
@@ -35,7 +39,21 @@ def rank_state():
     """accelerate's process state: the process group is initialised here under a launcher (gloo on a CPU)."""
     from accelerate import PartialState
 
+    _die_with_launcher()
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _die_with_launcher() -> None:
+    """Linux: this rank is killed when its launcher dies. A launcher killed with -9 does not stop its ranks
+    by itself; left alone, they would go on training (holding the run lock and the GPUs) with no one to
+    restart or stop them, or wait forever for a rank that has gone. Killed, they leave the run as a kill
+    of the whole job does: complete checkpoints and at most a staging directory, for --resume."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the launcher died before the request was in place
+        os._exit(1)
 
 
 def is_distributed() -> bool:

@@ -171,8 +171,8 @@ def train(cfg: Config | Plan, *, resume: bool | str | None = None, overwrite: bo
     cfg, run_dir = plan.requested, plan.run_dir
 
     def claim_run() -> str | None:
-        claim(run_dir, RunIdentity.of(cfg, data_fingerprint(cfg.data)), resuming=resume not in (None, False),
-              overwrite=overwrite)
+        identity = RunIdentity.of(cfg, data_fingerprint(cfg.data), launched_world_size())
+        claim(run_dir, identity, resuming=resume not in (None, False), overwrite=overwrite)
         return resolve_resume(run_dir / "checkpoints", resume)  # before any loading
 
     # Rank 0 holds the lock for all ranks: the others would find it taken.
