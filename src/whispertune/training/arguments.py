@@ -63,4 +63,6 @@ def training_arguments(plan: Plan, has_eval: bool, generation_max_length: int | 
         # (int8 bases) and layers checkpointed by a preset need, as they run parts of the backward twice.
         ddp_find_unused_parameters=False,
         ddp_static_graph=True,
+        # a stream is read by every rank (its shards, training.streaming), not by rank 0 for all of them
+        accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
     )

@@ -31,7 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..data.report import REPORT_FILENAME
+from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME
 from ..errors import UserError
 
 IDENTITY_FILE = "run.json"
@@ -39,7 +39,7 @@ LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.json"
 # What a run writes into its directory: removed by --overwrite (anything else there is left alone).
 RUN_OUTPUTS = ("checkpoints", "adapter", "logs", "metrics.json", "train_log.jsonl", "loss.png", "config.yaml",
-               REPORT_FILENAME, IDENTITY_FILE)
+               REPORT_FILENAME, SKIP_LOG_FILENAME, IDENTITY_FILE)
 # Config fields that do not change what is trained: paths, speed of the data pipeline, logging, evaluation batch.
 _NOT_IDENTITY = {
     "train": {"output_dir", "logging_steps", "report_to", "dataloader_num_workers", "save_total_limit",

@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import Config
 from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
-from ..data.report import REPORT_FILENAME, DataReport
+from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
@@ -46,6 +46,7 @@ from .plan import Plan, resolve_plan
 from .plots import plot_loss
 from .preset_surgery import prepare_model
 from .run_dir import RunIdentity, RunLock, claim, data_fingerprint, write_dir_atomically, write_file_atomically
+from .streaming import StreamReportCallback, stream_split, unstreamed
 
 
 @dataclass
@@ -76,24 +77,29 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def prepare_data(plan: Plan, processor, max_label_length: int):
-    """(train_dataset, eval_dataset | None); writes `data_report.json`."""
+def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog | None = None):
+    """(train_dataset, eval_dataset | None, report); writes `data_report.json`. With `data.streaming` the
+    training split is a lazy stream (training.streaming) whose skipped rows go to `skip_log`."""
     cfg = plan.config
     report = DataReport()
     common = dict(language=plan.language, task=cfg.model.task, max_label_length=max_label_length, report=report,
                   cache_dir=cfg.data.cache_dir)
-    train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
-                             split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
+    if cfg.data.streaming:
+        train_ds = stream_split(plan, processor, common, skip_log)
+    else:
+        train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
+                                 split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
     eval_ds = None
     if cfg.data.eval_split and cfg.train.eval_strategy != "no":
-        eval_ds = prepare_split(load_examples(cfg.data, cfg.data.eval_split, report), processor, cfg.data,
+        data = unstreamed(cfg.data)
+        eval_ds = prepare_split(load_examples(data, cfg.data.eval_split, report), processor, data,
                                 split=cfg.data.eval_split, max_samples=cfg.data.max_eval_samples, **common)
     if is_main():
         report.write(plan.run_dir / REPORT_FILENAME)
         print(report.summary_line())
-    if len(train_ds) == 0:
+    if not cfg.data.streaming and len(train_ds) == 0:
         raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
-    return train_ds, eval_ds
+    return train_ds, eval_ds, report
 
 
 def make_compute_metrics(processor, language: str | None):
@@ -209,6 +215,7 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
             _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
         else:
             log_path.unlink(missing_ok=True)
+            (run_dir / SKIP_LOG_FILENAME).unlink(missing_ok=True)
 
     clock = StageClock()
     # seeded before the adapters are created: LoRA's A matrices are initialised randomly
@@ -217,8 +224,9 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
                                token=cfg.model.token)
     model = load_base(plan.model, cfg.quantization, for_training=True, device=plan.device, dtype=plan.weight_dtype)
     clock.lap("load_model")
+    skip_log = SkipLog(run_dir / SKIP_LOG_FILENAME) if cfg.data.streaming else None
     with main_first():  # rank 0 fills the features cache, the other ranks read it
-        train_ds, eval_ds = prepare_data(plan, processor, model.config.max_target_positions)
+        train_ds, eval_ds, report = prepare_data(plan, processor, model.config.max_target_positions, skip_log)
     clock.lap("prepare_data")
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
@@ -245,7 +253,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
         data_collator=collator,
         processing_class=processor.feature_extractor,
         compute_metrics=make_compute_metrics(processor, plan.language) if args.predict_with_generate else None,
-        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
+        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or [])
+        + ([StreamReportCallback(plan, report, skip_log)] if skip_log else []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
     with StopOnSignal() as stop:
