@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|torchrun CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -91,5 +91,27 @@ PY
     timeout "${DEADLINE:-300}" $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
       --spec kind=train,preset=auto,memory=1,label=default-auto-memory \
       --spec kind=harness,preset=lean,batch=12,label=harness-lean-b12 ;;
+  torchrun)
+    # issue 18 item 4: the reference config and the default preset, each run plainly and under torchrun with one
+    # rank (the same train() through torch.distributed.run: process group, DDP wrapper, per-rank placement);
+    # the newest torchrun1-* rows should be within 5 % of the plain rows' samples_per_s (printed at the end)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 }"
+    for launch in "$P" "$T"; do
+      tag=$([ "$launch" = "$P" ] && echo plain || echo torchrun1)
+      timeout 270 $launch --results-dir "$out" --steps 30 --warmup 10 \
+        --spec kind=train,preset=auto,label=$tag-default-auto \
+        --spec kind=train,preset=recipe,label=$tag-recipe-reference-config
+    done
+    python3 - "$out/product_throughput.jsonl" <<'PY'
+import json, sys
+rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1])) if r.get("samples_per_s")}
+for name in ("default-auto", "recipe-reference-config"):
+    plain, ranked = rows.get(f"plain-{name}"), rows.get(f"torchrun1-{name}")
+    if plain and ranked:
+        ratio = ranked["samples_per_s"] / plain["samples_per_s"]
+        print(f"{name}: plain {plain['samples_per_s']} samples/s, torchrun 1 rank {ranked['samples_per_s']} ({ratio:.3f}x)")
+PY
+    ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

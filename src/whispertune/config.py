@@ -64,7 +64,8 @@ class DataConfig:
     text_column: str = "text"
     audio_column: str = "audio"
     token: str | None = None
-    streaming: bool = False
+    streaming: bool = False  # read the training split lazily (hub / disk sources; needs train.max_steps)
+    shuffle_buffer: int = 1000  # streamed rows shuffled within a buffer of this many (seeded by train.seed)
     num_proc: int = 1
     max_duration_s: float = 30.0
     max_train_samples: int | None = None
@@ -231,6 +232,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.max_duration_s: got {cfg.data.max_duration_s}, expected a number in (0, 30]: Whisper "
                           "hears 30 s windows, so a longer clip's features would be cut while its whole transcript is "
                           "kept; split long recordings into clips first")
+    if cfg.data.streaming:
+        _check_streaming(cfg)
     if cfg.data.num_proc <= 0:
         raise ConfigError(f"data.num_proc: got {cfg.data.num_proc}, expected a positive integer")
     if not DEVICE_MAP.match(cfg.quantization.device_map):
@@ -245,6 +248,21 @@ def validate(cfg: Config) -> None:
         resolve_language(cfg.model.language)
     except ConfigError as exc:
         raise ConfigError(f"model.language: {exc}") from None
+
+
+def _check_streaming(cfg: Config) -> None:
+    if cfg.data.source not in ("hub", "disk"):
+        raise ConfigError(f"data.streaming: true reads a Hub-style dataset (data.source hub, a local folder of parquet "
+                          f"shards included, or disk); data.source={cfg.data.source} is read whole: drop data.streaming")
+    if cfg.train.max_steps <= 0:
+        raise ConfigError("data.streaming: true needs train.max_steps > 0: a stream has no length, so neither the "
+                          "number of steps nor the learning-rate schedule can come from train.num_epochs "
+                          "(e.g. --train.max_steps 5000)")
+    if cfg.train.cache_encoder_outputs:
+        raise ConfigError("data.streaming: true cannot be combined with train.cache_encoder_outputs (the cache "
+                          "encodes the whole training set up front); drop one of them")
+    if cfg.data.shuffle_buffer <= 0:
+        raise ConfigError(f"data.shuffle_buffer: got {cfg.data.shuffle_buffer}, expected a positive integer")
 
 
 # (section, key, lowest, highest allowed; None: unbounded). Fields checked elsewhere in `validate`, with their

@@ -34,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
         print(dry_run(cfg).summary())
         return 0
+    from ..training.distributed import is_main
     from ..training.trainer import train
 
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if not is_main():  # under torchrun rank 0 reports for the run
+        return 0
     loss = "n/a" if result.final_train_loss is None else f"{result.final_train_loss:.4f}"
     print(f"trained {result.global_step} steps; final train loss {loss}; adapter: {result.adapter_dir}")
     for key, value in sorted(result.eval_metrics.items()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 
@@ -21,7 +22,10 @@ def training_view(dataset: Any) -> Any:
     names = getattr(dataset, "column_names", None)
     if not names or not hasattr(dataset, "with_format"):
         return dataset
-    return dataset.with_format("numpy", columns=[c for c in BATCH_COLUMNS if c in names])
+    columns = [c for c in BATCH_COLUMNS if c in names]
+    if isinstance(dataset, datasets.IterableDataset):  # a stream (training.streaming) formats all its columns
+        return dataset.select_columns(columns).with_format("numpy")
+    return dataset.with_format("numpy", columns=columns)
 
 
 class SpeechCollator:

@@ -30,7 +30,7 @@ from ..config import DataConfig
 from ..errors import AudioError, UserError
 from .audio import SAMPLE_RATE, audio_problem, load_audio
 from .fingerprint import source_fingerprint
-from .report import DataReport
+from .report import DataReport, SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,9 @@ def _compute(examples: Dataset, featurizer: Featurizer, num_proc: int, key: str,
 
 
 def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: DataReport, split: str,
-                    max_samples: int | None) -> IterableDataset:
-    """Lazy version for streamed data: bad rows are counted as the iterator meets them (first pass only)."""
+                    max_samples: int | None, skip_log: SkipLog | None) -> IterableDataset:
+    """Lazy version for streamed data: bad rows are counted as the iterator meets them (first pass only), in
+    the process that iterates; with `skip_log`, each skip is also appended there (DataLoader workers)."""
     counted: set[str] = set()
     count_seen = not report.has_split(split)
     report.register(split)
@@ -188,6 +189,8 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
                 report.add_seen(split)
             if out["skip_reason"]:
                 report.skip(split, row["id"], out["file"], out["skip_reason"], out["skip_detail"])
+                if skip_log is not None:
+                    skip_log.add(split, row["id"], out["file"], out["skip_reason"], out["skip_detail"])
             else:
                 report.add_kept(split)
         return out
@@ -209,6 +212,7 @@ def prepare_split(
     split: str = "train",
     cache_dir: str | Path | None = None,
     max_samples: int | None = None,
+    skip_log: SkipLog | None = None,
 ) -> Dataset | IterableDataset:
     """Features and labels for `examples`; skipped rows go to `report` under `split`.
 
@@ -219,7 +223,7 @@ def prepare_split(
     report = report if report is not None else DataReport()
     featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s)
     if isinstance(examples, IterableDataset):
-        return _prepare_stream(examples, featurizer, report, split, max_samples)
+        return _prepare_stream(examples, featurizer, report, split, max_samples, skip_log)
     if not report.has_split(split):
         report.add_seen(split, len(examples))
 

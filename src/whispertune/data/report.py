@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 REPORT_FILENAME = "data_report.json"
+SKIP_LOG_FILENAME = "data_skips.jsonl"  # a streamed split's skipped rows as they pass (SkipLog)
 
 
 @dataclass
@@ -123,3 +124,38 @@ class DataReport:
         tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+class SkipLog:
+    """Skipped rows of a streamed split, appended to a JSON-lines file as the stream meets them.
+
+    A stream is featurized where it is read: in DataLoader worker processes, on every rank, each with its own
+    copy of whatever report it was given. Each skip is one line appended to one file (a short O_APPEND write),
+    so that the process writing `data_report.json` sees them all; `count_into` fills a report from it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def add(self, split: str, id: str | None, file: str | None, reason: str, detail: str = "") -> None:
+        line = json.dumps({"split": split, "id": id, "file": file, "reason": reason, "detail": detail},
+                          ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def count_into(self, report: DataReport, split: str, kept: int) -> None:
+        """The skips logged for `split` (each id once: a resumed or a second pass meets rows again) and
+        `kept` rows that passed into training; seen = kept + skipped."""
+        found: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:  # a line torn by a kill mid-write
+                    continue
+                if entry.get("split") == split:
+                    found.setdefault(str(entry.get("id")), entry)
+        report.register(split)
+        for entry in found.values():
+            report.skip(split, entry["id"], entry["file"], entry["reason"], entry["detail"])
+        report.add_seen(split, kept + len(found))
+        report.set_kept(split, kept)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic_files import write_file_atomically
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
 from ..model.portable import portable_base
 from ..pretrained.embedded import resolve_model_name
 from ..training.model_card import write_card
-from ..atomic_files import write_file_atomically
 from .clients import whispercpp_client
 from .ggml_format import FORMATS, write_ggml
 from .merge import merge, prepare_out_dir

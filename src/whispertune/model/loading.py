@@ -16,7 +16,7 @@ from ..config import ModelConfig, QuantizationConfig
 from ..errors import HardwareError, UserError, reading
 from ..pretrained.embedded import resolve_model_name
 from .bnb import bnb_config, check_device_map, check_quantization
-from .device import resolve_compute_dtype, resolve_device
+from .device import rank_device_map, resolve_compute_dtype, resolve_device
 from .local_dirs import check_model_dir, check_processor_dir
 
 
@@ -78,7 +78,7 @@ def load_base(model_cfg: ModelConfig, quant_cfg: QuantizationConfig, *, for_trai
         kwargs["quantization_config"] = bnb_config(quant_cfg, compute)
         # int8 layers take fp16 inputs; non-quantized weights in the compute dtype (fp32 on CPU)
         kwargs["dtype"] = compute if quant_cfg.mode == "nf4" or device == "cpu" else torch.float16
-        kwargs["device_map"] = {"": "cpu"} if device == "cpu" else quant_cfg.device_map
+        kwargs["device_map"] = {"": "cpu"} if device == "cpu" else rank_device_map(quant_cfg.device_map)
     check_model_dir(Path(model_cfg.name_or_path))
     try:
         with reading(f"model {model_cfg.name_or_path}"):

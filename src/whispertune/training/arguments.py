@@ -58,4 +58,13 @@ def training_arguments(plan: Plan, has_eval: bool, generation_max_length: int | 
         # trainer's filter, which read every micro-batch's loss on the host
         logging_nan_inf_filter=False,
         push_to_hub=False,  # pushing is `whispertune push`, from the final adapter
+        # Data parallel (torchrun): every trainable tensor (LoRA) is used in every step, so DDP need not search
+        # the graph for unused ones, and the graph is the same each step: static, which suits reentrant
+        # checkpointing (int8 bases) and a preset's checkpointed layers, parts of whose backward run twice.
+        # Not with gradient accumulation: DDP's static graph fails in the Trainer's no_sync micro-batches
+        # (an internal assert in torch 2.13's reducer, seen on gloo).
+        ddp_find_unused_parameters=False,
+        ddp_static_graph=t.gradient_accumulation_steps == 1,
+        # a stream is read by every rank (its shards, training.streaming), not by rank 0 for all of them
+        accelerator_config={"dispatch_batches": False} if cfg.data.streaming else None,
     )

@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..model.parts import input_dtype
 from .checkpoints import STAGING, full_weight_files, newest_checkpoint, rotate_checkpoints
+from .distributed import barrier, is_main
 from .guards import DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard
 
 
@@ -30,6 +31,11 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
 
     def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
         super().__init__(*args, **kwargs)
+        # Whisper's forward takes **kwargs, so the Trainer believes it averages its loss over
+        # `num_items_in_batch` and stops dividing by the accumulation steps, and under DDP multiplies the
+        # loss by the world size; but Whisper's loss is a plain mean that ignores it. Told the truth, the
+        # Trainer divides by the accumulation steps and DDP averages the ranks' means.
+        self.model_accepts_loss_kwargs = False
         fp16 = getattr(self.accelerator, "scaler", None) is not None
         self.nonfinite_guard = NonFiniteGuard(max_nonfinite_steps, fp16_scaler=fp16, last_checkpoint=newest_checkpoint)
         self.add_callback(self.nonfinite_guard)
@@ -62,27 +68,36 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
         return self._staging_root or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
+        # Under data parallelism every rank writes into the staging directory (its own RNG state; rank 0
+        # the adapter, optimizer and trainer state), and rank 0 alone renames the complete checkpoint.
         root = Path(self.args.output_dir)
         staging = root / STAGING
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        if is_main():
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
         self._staging_root = str(staging)
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_root = None
-        written = staging / name
+        barrier()
+        if is_main():
+            self._publish(staging / name, root / name)
+        barrier()  # no rank goes on (and may save again) before the checkpoint is in place
+
+    def _publish(self, written: Path, target: Path) -> None:
+        """fsync the staged checkpoint, rename it into place, rotate old ones."""
         stray = full_weight_files(written)
         if stray:  # a PeftModel saves only its adapter; anything else is a bug, not a checkpoint
-            raise RuntimeError(f"checkpoint {name} would contain full-model weights: {[p.name for p in stray]}")
+            raise RuntimeError(f"checkpoint {target.name} would contain full-model weights: {[p.name for p in stray]}")
         for path in written.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
-        target = root / name
         if target.exists():  # same step saved again (e.g. after resume): replace the old copy
             shutil.rmtree(target)
         os.replace(written, target)
-        shutil.rmtree(staging, ignore_errors=True)
-        rotate_checkpoints(root, self.args.save_total_limit)
+        shutil.rmtree(written.parent, ignore_errors=True)
+        rotate_checkpoints(target.parent, self.args.save_total_limit)

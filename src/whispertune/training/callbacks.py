@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..config import Config
+from .distributed import is_main
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -59,7 +60,7 @@ class StageClock(TrainerCallback):
 
 def callbacks(cfg: Config, run_dir: Path, log_path: Path) -> list[TrainerCallback]:
     found: list[TrainerCallback] = [JsonlLogCallback(log_path)]
-    if "tensorboard" in cfg.train.report_to:
+    if "tensorboard" in cfg.train.report_to and is_main():  # one event file per run, rank 0's
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 

@@ -18,6 +18,9 @@ only a non-finite loss is.
 Stopping happens in `on_step_end`, before the trainer's save of that step, so no checkpoint is
 written after the run has gone bad; checkpoints written after a skipped step hold the unchanged
 (finite) weights of the last good step.
+
+Data parallel (training.distributed): the flag is OR-ed over the ranks in the same all-reduce that reads
+it, so every rank skips the same steps and the copies of the model never diverge.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..errors import UserError
+from .distributed import is_distributed, max_over_ranks
 
 DEFAULT_MAX_NONFINITE_STEPS = 3
 
@@ -96,6 +100,8 @@ class NonFiniteGuard(TrainerCallback):
             if grads_bad is not None:
                 flag = grads_bad if flag is None else flag | grads_bad.to(flag.device)
         self._loss_bad = None
+        if is_distributed():  # one flag for all ranks: a step skipped on one is skipped on every one
+            flag = max_over_ranks(flag if flag is not None else torch.tensor(False))
         bad = False
         if flag is not None:
             self.host_syncs += 1

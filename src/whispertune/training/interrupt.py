@@ -15,6 +15,7 @@ import threading
 from transformers import TrainerCallback
 
 from ..errors import UserError
+from .distributed import max_over_ranks
 
 
 class TrainingInterrupted(UserError):
@@ -53,6 +54,8 @@ class StopOnSignal(TrainerCallback):
         print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint", flush=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Under torchrun each rank gets the signal, maybe a step apart: they all stop at the same step.
+        self.signum = max_over_ranks(self.signum or 0) or None
         if self.signum is not None:
             control.should_save = True
             control.should_training_stop = True

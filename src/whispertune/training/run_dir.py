@@ -29,7 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..atomic_files import write_file_atomically
-from ..data.report import REPORT_FILENAME
+from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME
 from ..errors import UserError
 
 IDENTITY_FILE = "run.json"
@@ -37,7 +37,7 @@ LOCK_FILE = "run.lock"
 HOLDER_FILE = "run.lock.json"
 # What a run writes into its directory: removed by --overwrite (anything else there is left alone).
 RUN_OUTPUTS = ("checkpoints", "adapter", "logs", "metrics.json", "train_log.jsonl", "loss.png", "config.yaml",
-               REPORT_FILENAME, IDENTITY_FILE)
+               REPORT_FILENAME, SKIP_LOG_FILENAME, IDENTITY_FILE)
 # Config fields that do not change what is trained: paths, speed of the data pipeline, logging, evaluation batch.
 _NOT_IDENTITY = {
     "train": {"output_dir", "logging_steps", "report_to", "dataloader_num_workers", "save_total_limit",
@@ -58,12 +58,19 @@ class RunIdentity:
     data_fingerprint: str
 
     @classmethod
-    def of(cls, cfg, data_fingerprint: str) -> RunIdentity:
-        """The identity of a run of `cfg` (a `whispertune.config.Config`) on data with `data_fingerprint`."""
+    def of(cls, cfg, data_fingerprint: str, world_size: int = 1) -> RunIdentity:
+        """The identity of a run of `cfg` (a `whispertune.config.Config`) on data with `data_fingerprint`,
+        trained by `world_size` data-parallel processes.
+
+        The batch counts as the global batch (per-device batch x accumulation steps x processes): a run of
+        2 ranks x 4 continues as 1 rank x 8 (or x 4 with 2 accumulation steps), the same optimizer steps."""
         fields = cfg.to_dict()
         for section, names in _NOT_IDENTITY.items():
             for name in names:
                 fields.get(section, {}).pop(name, None)
+        train = fields["train"]
+        train["global_batch_size"] = (train.pop("per_device_batch_size") * train.pop("gradient_accumulation_steps")
+                                      * world_size)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
         lora = {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": sorted(cfg.lora.target_modules)}
         return cls(digest, str(cfg.model.name_or_path), lora, data_fingerprint)

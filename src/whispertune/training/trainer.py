@@ -8,6 +8,7 @@ A run directory (`train.output_dir`) receives `config.yaml`, `data_report.json`,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ..atomic_files import write_dir_atomically, write_file_atomically
 from ..config import Config
 from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
-from ..data.report import REPORT_FILENAME, DataReport
+from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
@@ -40,6 +41,7 @@ from .checkpoints import (
     finished_at,
     resolve_resume,
 )
+from .distributed import check_distributed, is_main, launched_world_size, main_first, on_main_then_shared, rank_state
 from .encoder_cache import CrossKVCollator, cached_dataset
 from .interrupt import StopOnSignal
 from .model_card import write_card
@@ -47,6 +49,7 @@ from .plan import Plan, resolve_plan
 from .plots import plot_loss
 from .preset_surgery import prepare_model
 from .run_dir import RunIdentity, RunLock, claim, data_fingerprint
+from .streaming import StreamReportCallback, stream_split, unstreamed
 
 
 @dataclass
@@ -77,23 +80,29 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def prepare_data(plan: Plan, processor, max_label_length: int):
-    """(train_dataset, eval_dataset | None); writes `data_report.json`."""
+def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog | None = None):
+    """(train_dataset, eval_dataset | None, report); writes `data_report.json`. With `data.streaming` the
+    training split is a lazy stream (training.streaming) whose skipped rows go to `skip_log`."""
     cfg = plan.config
     report = DataReport()
     common = dict(language=plan.language, task=cfg.model.task, max_label_length=max_label_length, report=report,
                   cache_dir=cfg.data.cache_dir)
-    train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
-                             split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
+    if cfg.data.streaming:
+        train_ds = stream_split(plan, processor, common, skip_log)
+    else:
+        train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
+                                 split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
     eval_ds = None
     if cfg.data.eval_split and cfg.train.eval_strategy != "no":
-        eval_ds = prepare_split(load_examples(cfg.data, cfg.data.eval_split, report), processor, cfg.data,
+        data = unstreamed(cfg.data)
+        eval_ds = prepare_split(load_examples(data, cfg.data.eval_split, report), processor, data,
                                 split=cfg.data.eval_split, max_samples=cfg.data.max_eval_samples, **common)
-    report.write(plan.run_dir / REPORT_FILENAME)
-    print(report.summary_line())
-    if len(train_ds) == 0:
+    if is_main():
+        report.write(plan.run_dir / REPORT_FILENAME)
+        print(report.summary_line())
+    if not cfg.data.streaming and len(train_ds) == 0:
         raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
-    return train_ds, eval_ds
+    return train_ds, eval_ds, report
 
 
 def make_compute_metrics(processor, language: str | None):
@@ -166,12 +175,20 @@ def train(cfg: Config | Plan, *, resume: bool | str | None = None, overwrite: bo
     holds another run is refused unless `overwrite` (whispertune.training.run_dir); one process at a time uses it.
     `extra_callbacks`: more `TrainerCallback`s (progress displays, early stopping).
     """
+    if launched_world_size() > 1:
+        rank_state()  # the process group, before rank 0 claims the run directory for every rank
     plan = cfg if isinstance(cfg, Plan) else resolve_plan(cfg)
+    check_distributed(plan)
     cfg, run_dir = plan.requested, plan.run_dir
-    with RunLock(run_dir):
-        claim(run_dir, RunIdentity.of(cfg, data_fingerprint(cfg.data)), resuming=resume not in (None, False),
-              overwrite=overwrite)
-        resume_from = resolve_resume(run_dir / "checkpoints", resume)  # before any loading
+
+    def claim_run() -> str | None:
+        identity = RunIdentity.of(cfg, data_fingerprint(cfg.data), launched_world_size())
+        claim(run_dir, identity, resuming=resume not in (None, False), overwrite=overwrite)
+        return resolve_resume(run_dir / "checkpoints", resume)  # before any loading
+
+    # Rank 0 holds the lock for all ranks: the others would find it taken.
+    with RunLock(run_dir) if is_main() else contextlib.nullcontext():
+        resume_from = on_main_then_shared(claim_run)
         if resume_from:
             check_lora_matches(resume_from, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules)
             done = finished_at(resume_from, cfg.train.max_steps, cfg.train.num_epochs)
@@ -194,14 +211,16 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     cfg, run_dir, preset = plan.config, plan.run_dir, plan.preset
     ckpt_root = run_dir / "checkpoints"
     compiled = preset is not None and preset.compile_layers
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     log_path = run_dir / "train_log.jsonl"
-    if resume_from:
-        _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
-    else:
-        log_path.unlink(missing_ok=True)
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
+        write_file_atomically(run_dir / "config.yaml", cfg.to_yaml())
+        if resume_from:
+            _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
+        else:
+            log_path.unlink(missing_ok=True)
+            (run_dir / SKIP_LOG_FILENAME).unlink(missing_ok=True)
 
     clock = StageClock()
     # seeded before the adapters are created: LoRA's A matrices are initialised randomly
@@ -210,7 +229,9 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
                                token=cfg.model.token)
     model = load_base(plan.model, cfg.quantization, for_training=True, device=plan.device, dtype=plan.weight_dtype)
     clock.lap("load_model")
-    train_ds, eval_ds = prepare_data(plan, processor, model.config.max_target_positions)
+    skip_log = SkipLog(run_dir / SKIP_LOG_FILENAME) if cfg.data.streaming else None
+    with main_first():  # rank 0 fills the features cache, the other ranks read it
+        train_ds, eval_ds, report = prepare_data(plan, processor, model.config.max_target_positions, skip_log)
     clock.lap("prepare_data")
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
@@ -218,7 +239,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     if preset is not None and preset.name != "recipe":  # the recipe is peft's k-bit preparation, done above
         model = prepare_model(model, preset)
     if cfg.train.cache_encoder_outputs:
-        train_ds, eval_ds = _with_cached_encoder(plan, model, train_ds, eval_ds)
+        with main_first():  # the same for the encoder cache
+            train_ds, eval_ds = _with_cached_encoder(plan, model, train_ds, eval_ds)
 
     # label lengths rounded up to a multiple of 8: fewer distinct shapes for the compiled decoder layers
     collator = SpeechCollator(processor, model.config.decoder_start_token_id, pad_to_multiple_of=8 if compiled else None)
@@ -236,7 +258,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
         data_collator=collator,
         processing_class=processor.feature_extractor,
         compute_metrics=make_compute_metrics(processor, plan.language) if args.predict_with_generate else None,
-        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or []),
+        callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or [])
+        + ([StreamReportCallback(plan, report, skip_log)] if skip_log else []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
     with StopOnSignal() as stop:
@@ -245,8 +268,12 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     if stop.signum is not None:
         raise stop.error(run_dir, trainer.state.global_step)
 
-    adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: write_adapter(model, processor, d, plan))
+    adapter_dir = run_dir / "adapter"
     history = trainer.state.log_history
+    if not is_main():
+        return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
+                           final_train_loss=None, log_history=history)
+    write_dir_atomically(adapter_dir, lambda d: write_adapter(model, processor, d, plan))
     evals = [h for h in history if any(k.startswith("eval_") for k in h)]
     eval_metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
     losses = [h["loss"] for h in history if "loss" in h]
