@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+import srt
+import webvtt
 
 from whispertune.cli import main as cli_main
 from whispertune.inference.generation import load_for_inference
@@ -184,6 +186,13 @@ def test_embedded_long_audio_not_cut_at_30s(tmp_path):
         assert found >= 0.7, f"{sentence!r}: only {found:.0%} of its words in the transcript"
         # and not transcribed twice by the overlapping windows
         assert sum(heard.count(w) for w in words if len(w) > 4) <= sum(1 for w in words if len(w) > 4) + 1
+    # the real transcript's subtitles, as a player reads them: short cues, none longer than 7 s or 2 x 42 chars
+    cues = list(srt.parse(render(result, "srt")))
+    captions = webvtt.from_string(render(result, "vtt")).captions
+    assert len(cues) == len(captions) >= 3
+    assert all(0 < (c.end - c.start).total_seconds() <= 7 for c in cues)
+    assert all(len(line) <= 42 for c in cues for line in c.content.split("\n")) and max(c.content.count("\n") for c in cues) <= 1
+    assert [c.text for c in captions] == [c.content for c in cues]
 
 
 def test_same_names_in_other_folders_never_overwrite(tiny_whisper_dir, tmp_path, capsys):

@@ -44,6 +44,7 @@ def test_openai_names():
     assert openai_name("proj_out.weight") is None  # tied to the token embedding
 
 
+@pytest.mark.slow  # the module's export (about 35 s) is built for this test first
 def test_whisper_cpp_transcribes_the_export(export):
     for fmt, report in export.parity.items():
         print(fmt, report.summary())

@@ -127,6 +127,7 @@ def test_adapter_files_name_a_portable_base(adapter_dir):
     assert front["pipeline_tag"] == "automatic-speech-recognition" and front["language"] == ["en"]
 
 
+@pytest.mark.slow  # about a minute: two whisper-base loads in a fresh process
 def test_cards_load_with_plain_libraries(adapter_dir, merged_dir, clips, tmp_path):
     expected = _whispertune_texts(adapter_dir, clips)
     assert all(expected)
