@@ -184,8 +184,9 @@ def test_missing_package_and_unknown_name(monkeypatch, tmp_path):
     monkeypatch.setenv("WHISPERTUNE_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="unknown embedded model; available: tiny.en, whisper-base"):
         resolve_model_name("embedded:whisper-huge")
-    ghost = EmbeddedModel("ghost", "not installed", (Layout(("ghost-models==1.0",), (("whispertune_ghost_models", "m.bin"),),
-                                                            ("whispertune_ghost_models", "."), "0" * 64, 1),))
+    ghost = EmbeddedModel("ghost", "not installed", "example/ghost",
+                          (Layout(("ghost-models==1.0",), (("whispertune_ghost_models", "m.bin"),),
+                                  ("whispertune_ghost_models", "."), "0" * 64, 1),))
     monkeypatch.setitem(EMBEDDED, "ghost", ghost)
     with pytest.raises(UserError, match=r"ghost-models==1.0.*pip install -e '\.\[embedded\]'"):
         resolve_embedded("ghost")

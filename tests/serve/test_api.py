@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile as sf
+import srt
+import webvtt
 
 pytestmark = [pytest.mark.embedded, pytest.mark.synth]
 
@@ -35,9 +37,15 @@ def test_response_formats(client, speech_clips, nearest):
     assert verbose.duration == pytest.approx(duration, abs=0.01)
     assert [(s.id, s.start, s.text) for s in verbose.segments] == [(0, 0.0, text)]
     assert verbose.segments[0].end == pytest.approx(duration, abs=0.01)
-    end = f"00:00:0{int(duration)},{round(duration % 1 * 1000):03d}"
-    assert answers["srt"] == f"1\n00:00:00,000 --> {end}\n{text}\n"
-    assert answers["vtt"] == f"WEBVTT\n\n00:00:00.000 --> {end.replace(',', '.')}\n{text}\n"
+    # subtitles: sentence-length cues (inference/subtitles.py) that together say the transcript, from 0 to the end
+    cues = list(srt.parse(answers["srt"]))
+    assert " ".join(" ".join(c.content.split()) for c in cues) == " ".join(text.split())
+    assert cues[0].start.total_seconds() == 0.0
+    assert cues[-1].end.total_seconds() == pytest.approx(duration, abs=0.01)
+    captions = webvtt.from_string(answers["vtt"]).captions
+    assert [" ".join(c.text.split()) for c in captions] == [" ".join(c.content.split()) for c in cues]
+    assert [(c.start, c.end) for c in captions] == [
+        tuple(srt.timedelta_to_srt_timestamp(t).replace(",", ".") for t in (c.start, c.end)) for c in cues]
 
 
 def _error(call) -> tuple[int, dict]:
