@@ -197,3 +197,28 @@ def test_cli_builds_shipped_english_split(tmp_path, capsys):
     assert [r["text"] for r in read_metadata(tmp_path / "dev")] == read_split("en", "dev")
     assert main(["synth", "--language", "xx", "--out", str(tmp_path / "x")]) == 2
     assert "no shipped sentences for language 'xx'" in capsys.readouterr().err
+
+
+@pytest.mark.synth
+def test_held_out_voice(tmp_path, capsys):
+    """A voice excluded from one corpus is the only voice of another: a held-out-voice test condition."""
+    held = "mr+f4"
+    train = synthesize_corpus(tmp_path / "train", sentences=SENTENCES, splits=("train",), variants=3,
+                              engines=("espeak-ng", "festival"), exclude_voices=(held,), progress=False)
+    voices = {r["voice"] for r in read_metadata(tmp_path / "train" / "train")}
+    assert train.counts == {"train": 18} and held not in voices and len(voices) > 3
+    code = main(["synth", "--out", str(tmp_path / "test"), "--sentences", str(_write(tmp_path, SENTENCES[:2])),
+                 "--splits", "test", "--variants", "2", "--voices", held, "--snr", "10", "--no-progress"])
+    assert code == 0
+    rows = read_metadata(tmp_path / "test" / "test")
+    assert [r["voice"] for r in rows] == [held] * 4 and {r["engine"] for r in rows} == {"espeak-ng"}
+    assert json.loads((tmp_path / "test" / "corpus.json").read_text())["settings"]["voices"] == [held]
+    with pytest.raises(UserError, match="no voice left"):
+        synthesize_corpus(tmp_path / "none", sentences=SENTENCES[:1], splits=("test",), engines=("espeak-ng",),
+                          voices=("mr+zz",), progress=False)
+
+
+def _write(tmp_path: Path, sentences: list[str]) -> Path:
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return path

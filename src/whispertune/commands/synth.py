@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--splits", default="train,dev,test", help="comma-separated splits to build (default: train,dev,test)")
     parser.add_argument("--variants", type=COUNT, default=3, help="voices per sentence (default: 3)")
     parser.add_argument("--seed", type=SEED, default=0, help="seed for the voice settings and noise (default: 0)")
-    parser.add_argument("--noise-snr", type=float_in(-30.0, 100.0), metavar="DB", help="mix white/pink noise at this SNR in dB")
+    parser.add_argument("--noise-snr", "--snr", type=float_in(-30.0, 100.0), metavar="DB",
+                        help="mix white/pink noise at this SNR in dB (a noisy test condition)")
+    parser.add_argument("--voices", metavar="NAMES", help="comma-separated voices to use only, e.g. mr+f4 (espeak-ng "
+                        "voice+variant) or marathi_NSK_diphone (Festival): a held-out voice's test set")
+    parser.add_argument("--exclude-voices", metavar="NAMES", default="",
+                        help="comma-separated voices never to use, e.g. mr+f4: hold a voice out of a training corpus")
     parser.add_argument("--engines", default="espeak-ng,festival", help="comma-separated engines (default: espeak-ng,festival)")
     parser.add_argument("--jobs", type=int_in(1, 256), default=2, help="clips synthesized in parallel (default: 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -48,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
         jobs=args.jobs,
         progress=not args.no_progress,
+        voices=_names(args.voices) if args.voices else None,
+        exclude_voices=_names(args.exclude_voices),
     )
     print(report.summary())
     return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())

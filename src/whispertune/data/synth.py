@@ -128,13 +128,19 @@ def _synthesize_clip(job: dict, binaries: Mapping[str, str], noise_snr_db: float
     return len(audio) / SAMPLE_RATE, voice
 
 
-def _settings(language, by_split, variants, seed, noise_snr_db, engines) -> dict:
+def _settings(language, by_split, variants, seed, noise_snr_db, engines, voices, exclude_voices) -> dict:
     digest = hashlib.sha256(json.dumps(by_split, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-    return {
+    settings = {
         "version": MANIFEST_VERSION, "language": language, "sentences_sha256": digest, "splits": list(by_split),
         "variants": variants, "seed": seed, "noise_snr_db": noise_snr_db, "engines": sorted(engines),
         "sample_rate": SAMPLE_RATE,
     }  # fmt: skip
+    # recorded only when used, so that corpora built before these options existed are still reused
+    if voices is not None:
+        settings["voices"] = sorted(voices)
+    if exclude_voices:
+        settings["exclude_voices"] = sorted(exclude_voices)
+    return settings
 
 
 def _reuse(out_dir: Path, settings: dict) -> SynthReport | None:
@@ -159,10 +165,13 @@ def synthesize_corpus(
     jobs: int = 2,
     progress: bool = True,
     binaries: Mapping[str, str] | None = None,
+    voices: Sequence[str] | None = None,
+    exclude_voices: Sequence[str] = (),
 ) -> SynthReport:
     """Build (or reuse) a synthetic speech corpus in `out_dir`; see the module docstring.
 
-    `binaries` overrides the program run for an engine (`{"festival": "/opt/bin/text2wave"}`)."""
+    `binaries` overrides the program run for an engine (`{"festival": "/opt/bin/text2wave"}`); `voices` /
+    `exclude_voices` keep only / leave out voices by name (`mr+f4`, `marathi_NSK_diphone`; see `draw_voices`)."""
     start = time.monotonic()
     out_dir = Path(out_dir)
     if variants < 1 or jobs < 1:
@@ -173,7 +182,7 @@ def synthesize_corpus(
     if not any(by_split.values()):
         raise UserError(f"no sentences to synthesize for splits {', '.join(splits)}")
     usable, notes = check_engines(language, list(engines), binaries)
-    settings = _settings(language, by_split, variants, seed, noise_snr_db, usable)
+    settings = _settings(language, by_split, variants, seed, noise_snr_db, usable, voices, exclude_voices)
     reused = _reuse(out_dir, settings)
     if reused is not None:
         return reused
@@ -187,7 +196,7 @@ def synthesize_corpus(
             if re.fullmatch(r"\d{4,}_v\d+(\.part)?\.wav", old.name):  # clips of an earlier build
                 old.unlink()
         for index, text in enumerate(texts, 1):
-            for variant, voice in enumerate(draw_voices(language, split, index, variants, seed, list(usable))):
+            for variant, voice in enumerate(draw_voices(language, split, index, variants, seed, list(usable), voices, exclude_voices)):
                 name = f"{index:04d}_v{variant}.wav"
                 work.append({"split": split, "text": text, "voice": voice, "path": split_dir / name,
                              "file_name": name, "noise_seed": [seed, zlib.crc32(split.encode()), index, variant]})  # fmt: skip

@@ -80,20 +80,34 @@ def _festival_voice_works(binary: str, language: str) -> bool:
         return run_festival(binary, "1", Voice("festival", FESTIVAL_VOICES[language], 160, 50), Path(tmp) / "probe.wav") is None
 
 
-def draw_voices(language: str, split: str, index: int, variants: int, seed: int, engines: Sequence[str]) -> list[Voice]:
-    """`variants` distinct settings for one sentence, drawn from (seed, language, split, index) only."""
+def draw_voices(language: str, split: str, index: int, variants: int, seed: int, engines: Sequence[str],
+                voices: Sequence[str] | None = None, exclude_voices: Sequence[str] = ()) -> list[Voice]:
+    """`variants` distinct settings for one sentence, drawn from (seed, language, split, index) only.
+
+    `voices` (espeak-ng names such as `mr+f4`, or Festival's voice name) keeps only those; `exclude_voices`
+    leaves those out: a voice held out of a training corpus can then be the only one of a test corpus."""
     rng = random.Random(f"{seed}:{language}:{split}:{index}")
     espeak_voices = [f"{base}+{v}" for base in ESPEAK_BASE_VOICES.get(language, (language,)) for v in ESPEAK_VARIANTS]
+    allowed = [v for v in espeak_voices if (voices is None or v in voices) and v not in exclude_voices]
+    festival_voice = FESTIVAL_VOICES.get(language)
+    festival_allowed = "festival" in engines and (voices is None or festival_voice in voices) \
+        and festival_voice not in exclude_voices
+    espeak_allowed = "espeak-ng" in engines and bool(allowed)
+    if not (festival_allowed or espeak_allowed):
+        raise UserError(f"no voice left to synthesize with (voices {list(voices or [])}, excluded "
+                        f"{list(exclude_voices)}); espeak-ng voices for {language!r}: {', '.join(espeak_voices)}"
+                        + (f"; Festival: {festival_voice}" if festival_voice else ""))
     rng.shuffle(espeak_voices)
-    voices = []
+    espeak_voices = [v for v in espeak_voices if v in allowed]
+    chosen = []
     for variant in range(variants):
         rate, pitch = rng.randint(*RATE_RANGE), rng.randint(*PITCH_RANGE)
-        use_festival = "festival" in engines and ("espeak-ng" not in engines or rng.random() < FESTIVAL_SHARE)
+        use_festival = festival_allowed and (not espeak_allowed or rng.random() < FESTIVAL_SHARE)
         if use_festival:
-            voices.append(Voice("festival", FESTIVAL_VOICES[language], rate, pitch))
+            chosen.append(Voice("festival", festival_voice, rate, pitch))
         else:
-            voices.append(Voice("espeak-ng", espeak_voices[variant % len(espeak_voices)], rate, pitch))
-    return voices
+            chosen.append(Voice("espeak-ng", espeak_voices[variant % len(espeak_voices)], rate, pitch))
+    return chosen
 
 
 def run_espeak(binary: str, text: str, voice: Voice, wav: Path) -> str | None:
