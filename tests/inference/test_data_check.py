@@ -10,7 +10,7 @@ import subprocess
 import matplotlib.image
 import pytest
 
-from tests.helpers import RATE_CORPUS, write_rate_corpus
+from tests.helpers import RATE_CORPUS, make_adapter, write_rate_corpus
 from whispertune.cli import main
 from whispertune.config import load_config
 from whispertune.inference.data_check import check_data
@@ -70,11 +70,17 @@ def test_bad_options_exit_2_with_one_line(corpus, tiny_whisper_dir, tmp_path, ca
     assert "invalid choice: 'fix'" in _error_line(["data", "fix"], capsys)
 
 
-def test_a_model_that_knows_nothing_flags_everything_but_drops_nothing(corpus, tiny_whisper_dir, tmp_path):
+@pytest.mark.parametrize("given", ["model", "adapter"])
+def test_a_model_that_knows_nothing_flags_everything_but_drops_nothing(given, corpus, tiny_whisper_dir, tmp_path):
     cfg = load_config(None, [
         f"data.path={corpus}", f"data.cache_dir={corpus.parent / 'cache'}", "model.language=en",
         "generation.max_new_tokens=8"])
-    result = check_data(cfg, model=str(tiny_whisper_dir), drop_flagged=True, out_dir=tmp_path, progress=False)
+    if given == "model":
+        result = check_data(cfg, model=str(tiny_whisper_dir), drop_flagged=True, out_dir=tmp_path, progress=False)
+    else:  # a random adapter on the tiny random base: its base and language come from its whispertune.json
+        adapter = make_adapter(str(tiny_whisper_dir), tmp_path / "run", language="en")
+        result = check_data(cfg, adapter=str(adapter), drop_flagged=True, out_dir=tmp_path, progress=False)
+        assert result.report.flags["train"].settings["adapter"] == str(adapter)
     assert result.cer_trusted is False
     flagged = result.report.to_dict()["splits"]["train"]["flagged"]
     assert flagged["by_reason"]["high_cer"] == 6 and "the model does not know this data" in flagged["note"]

@@ -86,12 +86,13 @@ def source_files(examples: Any, ids: set[str]) -> dict[str, str]:
     return {str(row["id"]): (row["audio"] or {}).get("path") or "<bytes>" for row in examples.select(rows)}
 
 
-def apply_flags(prepared: Any, flags: Sequence[Flag], report: DataReport, split: str, *, files: Mapping[str, str],
-                drop: Sequence[Flag] = (), settings: dict[str, Any] | None = None) -> Any:
-    """Record `flags` in `report` under `split` (`files`: the audio file of each flagged id, `source_files`);
-    remove the rows of `drop` (a subset of `flags`), each recorded as skipped with its reason. Returns the
-    split without the dropped rows."""
-    _, texts, durations = split_rows(prepared) if flags else ([], [], [])
+def apply_flags(prepared: Any, flags: Sequence[Flag], report: DataReport, split: str, *,
+                rows: tuple[list[str], list[str], list[float]], files: Mapping[str, str], drop: Sequence[Flag] = (),
+                settings: dict[str, Any] | None = None) -> Any:
+    """Record `flags` in `report` under `split` (`rows`: the split's `split_rows`; `files`: the audio file of
+    each flagged id, `source_files`); remove the rows of `drop` (a subset of `flags`), each recorded as skipped
+    with its reason. Returns the split without the dropped rows."""
+    _, texts, durations = rows
     for flag in flags:
         report.flag(split, flag.id, files.get(flag.id), flag.reason, text=texts[flag.index],
                     duration=durations[flag.index], value=flag.value)
@@ -115,7 +116,7 @@ def rate_settings(data: DataConfig) -> dict[str, Any]:
 def triage_training_split(prepared: Any, examples: Any, data: DataConfig, report: DataReport, split: str) -> Any:
     """The rate triage `train` runs on its training split: flags recorded, rows dropped only with
     `data.drop_flagged`. Returns the split to train on."""
-    ids, texts, durations = split_rows(prepared)
-    _, flags = rate_flags(texts, durations, ids, data.min_chars_per_second, data.max_chars_per_second)
-    return apply_flags(prepared, flags, report, split, files=source_files(examples, {f.id for f in flags}),
+    rows = split_rows(prepared)
+    _, flags = rate_flags(rows[1], rows[2], rows[0], data.min_chars_per_second, data.max_chars_per_second)
+    return apply_flags(prepared, flags, report, split, rows=rows, files=source_files(examples, {f.id for f in flags}),
                        drop=flags if data.drop_flagged else (), settings=rate_settings(data))

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..atomic_files import write_file_atomically
-from ..config import Config
+from ..config import Config, DataConfig
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, DataReport
 from ..data.sources import load_examples
@@ -122,7 +122,8 @@ def check_data(cfg: Config, *, split: str | None = None, model: str | None = Non
         droppable += cer_flags if trusted else []
         flags = sorted(flags + cer_flags, key=lambda f: f.index)
     files = source_files(examples, {f.id for f in flags})
-    apply_flags(prepared, flags, report, split, files=files, drop=droppable if drop else (), settings=settings)
+    apply_flags(prepared, flags, report, split, rows=(ids, texts, durations), files=files,
+                drop=droppable if drop else (), settings=settings)
     result = DataCheckResult(split=split, rows=len(prepared), flags=flags, rates=rates, report=report,
                              cer_trusted=trusted)
     if out_dir is not None:
@@ -131,7 +132,7 @@ def check_data(cfg: Config, *, split: str | None = None, model: str | None = Non
 
 
 def _write_outputs(result: DataCheckResult, out: Path, texts: list[str], durations: list[float],
-                   files: dict[str, str], data: Any) -> list[Path]:
+                   files: dict[str, str], data: DataConfig) -> list[Path]:
     lines = [json.dumps({"id": f.id, "file": files.get(f.id), "reason": f.reason, "value": round(f.value, 2),
                          "duration": round(durations[f.index], 3), "text": texts[f.index], "detail": f.detail},
                         ensure_ascii=False) + "\n" for f in result.flags]
@@ -146,7 +147,7 @@ def print_check(result: DataCheckResult) -> None:
     console = Console()
     split_info = result.report.to_dict()["splits"][result.split]
     flagged = split_info["flagged"]
-    counts = Table(title=f"whispertune data check: {result.split} ({result.rows} rows checked)")
+    counts = Table(title=f"whispertune data check: {result.split} ({result.rows} rows checked)", min_width=60)
     for name in ("reason", "rows", "threshold"):
         counts.add_column(name, justify="left" if name == "reason" else "right")
     thresholds = {"too_fast": f"> {flagged['max_chars_per_second']:g} chars/s",
