@@ -152,3 +152,33 @@ def make_adapter(base: str, run_dir: Path, *, language: str, seed: int = 0, scal
     write_adapter(peft_model, load_processor(plan.model_path, plan.language, "transcribe"), adapter_dir, plan)
     write_card(adapter_dir)  # as `train` does once metrics.json is written
     return adapter_dir
+
+
+# Rows of `write_rate_corpus`: id -> (seconds of audio, transcript). Four plausible rates (4.7-9.5 chars/s), one
+# transcript far too long for its half second (112 chars/s), one 20 s clip with two letters (0.1 chars/s).
+RATE_CORPUS = {
+    "good1": (2.0, "hello world, how are you"),
+    "good2": (3.0, "the cat sat on the mat today"),
+    "good3": (1.5, "नमस्ते मित्रा"),
+    "good4": (2.5, "open the door, please"),
+    "fast": (0.5, "this transcript is far too long to be spoken in half a second of audio"),
+    "slow": (20.0, "ok"),
+}
+
+
+def write_rate_corpus(root: Path) -> Path:
+    """An audio folder (wav files of a tone in noise, of RATE_CORPUS's lengths, and metadata.csv with an id
+    column) whose speaking rates are known; returns `root`."""
+    import numpy as np
+    import soundfile as sf
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["file_name,text,id"]
+    for row_id, (seconds, text) in RATE_CORPUS.items():
+        t = np.arange(int(16000 * seconds)) / 16000
+        sf.write(root / f"{row_id}.wav", (0.1 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)
+                                          ).astype("float32"), 16000)
+        lines.append(f'{row_id}.wav,"{text}",{row_id}')
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

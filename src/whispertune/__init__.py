@@ -7,6 +7,7 @@ The public Python API, importable from the package root:
     result = whispertune.train(cfg)                          # -> TrainResult
     scores = whispertune.evaluate(adapter=str(result.adapter_dir), data=cfg.data, split="test")  # EvalResult
     texts = whispertune.transcribe(["talk.mp3"], adapter=str(result.adapter_dir))               # [Transcript]
+    check = whispertune.check_data(cfg, adapter=str(result.adapter_dir), out_dir="check/")    # DataCheckResult
 
 Names resolve on first use (PEP 562), so `import whispertune` and `whispertune --help` stay free of torch.
 """
@@ -25,6 +26,7 @@ _API = {
     "evaluate": "inference.evaluate", "EvalResult": "inference.evaluate", "Prediction": "inference.evaluate",
     "transcribe": "inference.transcribe", "Transcript": "inference.transcribe", "Segment": "inference.transcribe",
     "load_for_inference": "inference.generation",
+    "check_data": "inference.data_check", "DataCheckResult": "inference.data_check",
     "LoadOptions": "inference.options", "DecodingOptions": "inference.options",
     "resolve_plan": "training.plan", "Plan": "training.plan",
     "UserError": "errors",

@@ -22,6 +22,7 @@ from .errors import UserError, user_error_for
 COMMANDS = [
     "demo",
     "synth",
+    "data",
     "train",
     "evaluate",
     "scorecard",

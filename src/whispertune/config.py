@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_triage import check_triage
 from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
 
@@ -71,6 +72,10 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     cache_dir: str | None = None  # default: <user cache>/whispertune/features
+    # data triage (data/triage.py, docs/data.md): speaking rates outside these are flagged; 0 = no lower bound
+    min_chars_per_second: float = 1.0
+    max_chars_per_second: float = 35.0
+    drop_flagged: bool = False  # train without the flagged rows (each counted as skipped in the data report)
 
 
 @dataclass
@@ -240,6 +245,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"quantization.device_map: got {cfg.quantization.device_map!r}, expected one of "
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
     _check_ranges(cfg)
+    check_triage(cfg.data)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers

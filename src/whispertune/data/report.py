@@ -6,6 +6,8 @@ Counting convention (the same split key must be used by every stage):
 - `skipped`: rows dropped, by reason; every one is also listed in `examples`.
 - `kept`: rows in the final dataset (set by the last stage; otherwise `seen - skipped`).
 - `unused`: `seen - kept - skipped`, rows never looked at because of a `max_*_samples` limit.
+- `flagged` (only for a split that data triage looked at, data/triage.py): rows that look wrong but were used
+  unless dropped, by reason, with a few examples each; a dropped flagged row is also counted as skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic_files import write_file_atomically
 
 REPORT_FILENAME = "data_report.json"
 SKIP_LOG_FILENAME = "data_skips.jsonl"  # a streamed split's skipped rows as they pass (SkipLog)
@@ -39,12 +43,31 @@ class SplitStats:
         return max(self.seen - self.kept - self.skipped_total, 0)
 
 
+FLAG_EXAMPLES = 5  # examples kept per flag reason: enough to see what is wrong, not a second copy of the data
+
+
+@dataclass
+class FlagStats:
+    """Flagged rows of one split: distinct row ids, counts by reason, the first examples of each reason, and
+    what the triage was run with (thresholds, whether flagged rows were dropped, notes)."""
+
+    ids: set = field(default_factory=set)
+    by_reason: Counter = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": len(self.ids), "by_reason": dict(self.by_reason.most_common()), **self.settings,
+                "examples": list(self.examples)}
+
+
 class DataReport:
     """Counts of seen/kept/skipped examples per split, and a list of every skipped example."""
 
     def __init__(self) -> None:
         self.splits: dict[str, SplitStats] = {}
         self.examples: list[dict[str, Any]] = []
+        self.flags: dict[str, FlagStats] = {}
 
     def _stats(self, split: str) -> SplitStats:
         return self.splits.setdefault(split, SplitStats())
@@ -73,6 +96,38 @@ class DataReport:
             {"split": split, "id": None if id is None else str(id), "file": file, "reason": reason, "detail": detail}
         )
 
+    def flag(self, split: str, id: str, file: str | None, reason: str, *, text: str, duration: float,
+             value: float) -> None:
+        """Record one flagged row (`reason` such as `too_fast`, `value` the measure that crossed its threshold).
+        A flag does not remove the row: a caller that drops it also records it with `skip`."""
+        stats = self.flags.setdefault(split, FlagStats())
+        stats.ids.add(str(id))
+        stats.by_reason[reason] += 1
+        if sum(e["reason"] == reason for e in stats.examples) < FLAG_EXAMPLES:
+            stats.examples.append({"id": str(id), "file": file, "reason": reason, "text": text,
+                                   "duration": round(float(duration), 3), "value": round(float(value), 2)})
+
+    def set_flag_settings(self, split: str, **settings: Any) -> None:
+        """What the triage of `split` ran with: thresholds, `dropped`, notes; marks the split as triaged."""
+        self.flags.setdefault(split, FlagStats()).settings.update(settings)
+
+    def flagged(self, split: str) -> dict[str, int]:
+        return dict(self.flags[split].by_reason) if split in self.flags else {}
+
+    def flag_line(self, split: str) -> str:
+        """One line, e.g. "data triage (train): 2 of 480 rows flagged (1 too_fast, 1 too_slow); kept, not dropped"."""
+        stats = self.flags.get(split)
+        if stats is None:
+            return f"data triage ({split}): not run (a streamed split is not triaged; whispertune data check is)"
+        text = f"data triage ({split}): {len(stats.ids)} of {stats.settings.get('rows_checked', '?')} rows flagged"
+        if stats.by_reason:
+            text += " (" + ", ".join(f"{n} {r}" for r, n in stats.by_reason.most_common()) + ")"
+            dropped = stats.settings.get("dropped", 0)
+            text += f"; {dropped} dropped" if dropped else "; kept, not dropped"
+        if stats.settings.get("note"):
+            text += f"; {stats.settings['note']}"
+        return text
+
     def seen(self, split: str) -> int:
         return self._stats(split).seen if split in self.splits else 0
 
@@ -98,18 +153,16 @@ class DataReport:
             parts.append(text)
         return "; ".join(parts) if parts else "no data"
 
+    def _split_dict(self, name: str, s: SplitStats) -> dict[str, Any]:
+        out = {"seen": s.seen, "kept": s.kept, "skipped_total": s.skipped_total,
+               "skipped": dict(s.skipped.most_common()), "unused": s.unused}
+        if name in self.flags:
+            out["flagged"] = self.flags[name].to_dict()
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "splits": {
-                name: {
-                    "seen": s.seen,
-                    "kept": s.kept,
-                    "skipped_total": s.skipped_total,
-                    "skipped": dict(s.skipped.most_common()),
-                    "unused": s.unused,
-                }
-                for name, s in self.splits.items()
-            },
+            "splits": {name: self._split_dict(name, s) for name, s in self.splits.items()},
             "skipped_examples": list(self.examples),
             "summary": self.summary_line(),
         }
@@ -120,9 +173,7 @@ class DataReport:
         if path.is_dir() or not path.suffix:
             path = path / REPORT_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        write_file_atomically(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
         return path
 
 

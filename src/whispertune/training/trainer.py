@@ -25,6 +25,7 @@ from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
+from ..data.triage import triage_training_split
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
 from ..inference.metrics import error_rates
@@ -90,8 +91,11 @@ def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog
     if cfg.data.streaming:
         train_ds = stream_split(plan, processor, common, skip_log)
     else:
-        train_ds = prepare_split(load_examples(cfg.data, cfg.data.train_split, report), processor, cfg.data,
-                                 split=cfg.data.train_split, max_samples=cfg.data.max_train_samples, **common)
+        examples = load_examples(cfg.data, cfg.data.train_split, report)
+        train_ds = prepare_split(examples, processor, cfg.data, split=cfg.data.train_split,
+                                 max_samples=cfg.data.max_train_samples, **common)
+        # speaking-rate flags: recorded in the report, the rows dropped only with data.drop_flagged
+        train_ds = triage_training_split(train_ds, examples, cfg.data, report, cfg.data.train_split)
     eval_ds = None
     if cfg.data.eval_split and cfg.train.eval_strategy != "no":
         data = unstreamed(cfg.data)
@@ -100,6 +104,7 @@ def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog
     if is_main():
         report.write(plan.run_dir / REPORT_FILENAME)
         print(report.summary_line())
+        print(report.flag_line(cfg.data.train_split))  # "not run" for a streamed split
     if not cfg.data.streaming and len(train_ds) == 0:
         raise UserError(f"{cfg.data.path}: no usable training examples ({report.summary_line()})")
     return train_ds, eval_ds, report
