@@ -21,9 +21,9 @@ import traceback
 import uuid
 from pathlib import Path
 
-import common
 import torch
 
+import common
 from whispertune.config import load_config
 from whispertune.inference.evaluate import evaluate
 from whispertune.inference.options import DecodingOptions, LoadOptions

@@ -7,6 +7,12 @@ that existed before recording began (weights, optimizer states) is `baseline_gib
 the innermost Python frame outside torch itself, so the rows name the model code that asked for the memory
 (a LayerNorm in the Whisper encoder, the loss, a LoRA dropout...). The summary is plain JSON; no snapshot
 file is written or read.
+
+`MemoryStages` needs no allocator history (which torch 2.11 cannot record for compiled layers under
+checkpointing, pytorch/pytorch#179536): it reads the allocator's counters at the points where each part of the
+memory comes to exist and splits a steady step's peak into frozen weights, trainable LoRA parameters, their
+gradients and optimizer states, and what the step itself allocates (activations, checkpoints, recomputation,
+logits and temporaries), the last one by subtraction.
 """
 
 from __future__ import annotations
@@ -75,3 +81,50 @@ class PeakBreakdown(TrainerCallback):
             trace = snapshot["device_traces"][torch.cuda.current_device()]
             self.result = {"baseline_gib": round(self._baseline / 2**30, 3), "events": len(trace),
                            **peak_breakdown(trace)}
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
+
+
+class MemoryStages(TrainerCallback):
+    """Peak memory of optimizer step `step`, split by what owns it (see the module docstring); `result` holds it."""
+
+    def __init__(self, step: int = 12):
+        self.step = step
+        self.result: dict | None = None
+        self._params: dict[str, int] = {}
+        self._before = 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if torch.cuda.is_available() and model is not None:
+            params = list(model.parameters())
+            self._params = {"frozen_weights": _bytes(p for p in params if not p.requires_grad),
+                            "lora_params": _bytes(p for p in params if p.requires_grad)}
+            buffers = _bytes(model.buffers())
+            self._params["buffers"] = buffers
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step and torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self._before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        if state.global_step != self.step + 1 or not torch.cuda.is_available() or self.result is not None:
+            return
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        states = 0
+        if optimizer is not None:
+            inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+            states = _bytes(v for s in inner.state.values() for v in s.values() if torch.is_tensor(v))
+        gib = lambda n: round(n / 2**30, 3)  # noqa: E731
+        held = sum(self._params.values()) + states
+        self.result = {
+            "peak_gib": gib(peak), "allocated_before_step_gib": gib(self._before),
+            **{f"{k}_gib": gib(v) for k, v in self._params.items()}, "optimizer_states_gib": gib(states),
+            # gradients of the LoRA parameters live from backward to zero_grad: in the step, not before it
+            "other_before_step_gib": gib(max(self._before - held, 0)),
+            "step_allocations_gib": gib(peak - self._before),
+        }

@@ -8,7 +8,8 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
 
     kind=train,preset=recipe,steps=100      the reference config as written (speed_preset recipe)
     kind=train,preset=auto,batch=12         the default preset (batch: train.speed_batch_size)
-    kind=train,preset=auto,memory=1         ... and what its peak memory is made of (memory_peak.py)
+    kind=train,preset=auto,memory=1         ... and what its peak memory is made of (memory_peak.py; memory=stages
+                                            without allocator history: weights, LoRA, optimizer, step)
     kind=harness,preset=lean,batch=12       the harness (train_throughput.py) at the same settings, same run
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
     kind=eval-recipe,batch=8                the guide's evaluation loop (eval_throughput.py loop=recipe)
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
-from memory_peak import PeakBreakdown  # noqa: E402
+from memory_peak import MemoryStages, PeakBreakdown  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
@@ -128,7 +129,11 @@ def train_row(ctx, spec: dict) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config(REFERENCE, overrides(ctx, spec, out, ctx.args.audio))
     timer = StepTimer()
-    breakdown = PeakBreakdown(start=ctx.args.warmup + 2) if spec.get("memory") else None
+    # memory=1: allocator history by source line (not on compiled checkpointed layers with torch 2.11);
+    # memory=stages: the step's peak split by owner from the allocator's counters (works everywhere)
+    memory = spec.get("memory")
+    breakdown = (MemoryStages(step=ctx.args.warmup + 2) if memory == "stages"
+                 else PeakBreakdown(start=ctx.args.warmup + 2) if memory else None)
     result = train(cfg, extra_callbacks=[timer] + ([breakdown] if breakdown else []))
     done = load_config(out / "config.yaml")  # the config as the preset left it
     batch = done.train.per_device_batch_size
