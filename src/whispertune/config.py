@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_augment import AugmentConfig, check_augment
 from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
 
@@ -132,6 +133,7 @@ class Config:
     train: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training data only (config_augment.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,6 +242,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"quantization.device_map: got {cfg.quantization.device_map!r}, expected one of "
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
     _check_ranges(cfg)
+    check_augment(cfg)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers

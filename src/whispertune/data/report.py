@@ -45,6 +45,7 @@ class DataReport:
     def __init__(self) -> None:
         self.splits: dict[str, SplitStats] = {}
         self.examples: list[dict[str, Any]] = []
+        self.augmentation: dict[str, Any] = {}  # split -> the on-the-fly augmentation applied to it
 
     def _stats(self, split: str) -> SplitStats:
         return self.splits.setdefault(split, SplitStats())
@@ -112,6 +113,7 @@ class DataReport:
             },
             "skipped_examples": list(self.examples),
             "summary": self.summary_line(),
+            **({"augmentation": dict(self.augmentation)} if self.augmentation else {}),
         }
 
     def write(self, path: str | Path) -> Path:
