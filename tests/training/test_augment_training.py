@@ -46,3 +46,33 @@ def test_training_with_augmentation_completes_and_saves_a_clean_adapter(trainabl
     # SpecAugment was set on the in-memory model only: nothing saved asks for it at inference
     for path in result.adapter_dir.glob("*.json"):
         assert '"apply_spec_augment": true' not in path.read_text(encoding="utf-8"), path
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step == self.step
+        return control
+
+
+@pytest.mark.synth
+def test_resumed_augmented_run_matches_an_uninterrupted_one(trainable_whisper_dir, speech_folder, tmp_path):
+    """6 clips, batch 3, 6 steps: the resume at step 3 lands inside epoch 1, whose items must be augmented
+    as that epoch's (the epoch is part of every item's seed) and SpecAugment's draws restored too."""
+
+    def cfg(out):
+        flags = train_overrides(trainable_whisper_dir, speech_folder, out, "none", 6) + [
+            "train.save_strategy=steps", "train.save_steps=3", "train.report_to=[]", "train.eval_strategy=no",
+            "augment.enabled=true", "augment.noise_prob=1", "augment.speed_prob=0.5", "augment.gain_prob=0.5",
+            "augment.reverb_prob=0.5", "augment.mask_time_prob=0.1"]
+        return load_config(None, flags)
+
+    full = train(cfg(tmp_path / "full"))
+    assert train(cfg(tmp_path / "split"), extra_callbacks=[StopAt(3)]).global_step == 3
+    resumed = train(cfg(tmp_path / "split"), resume=True)
+    losses = {h["step"]: h["loss"] for h in full.log_history if "loss" in h}
+    again = {h["step"]: h["loss"] for h in resumed.log_history if "loss" in h}
+    for step in (4, 5, 6):
+        assert again[step] == pytest.approx(losses[step], rel=1e-5), step
