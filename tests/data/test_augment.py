@@ -16,6 +16,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForCondi
 from whispertune.config import Config
 from whispertune.config_augment import AugmentConfig
 from whispertune.data.augment import AugmentedSpeech, Augmenter, enable_spec_augment, item_seed
+from whispertune.errors import UserError
 
 RATE = 16000
 
@@ -50,6 +51,13 @@ def test_noise_from_a_folder_at_the_requested_snr(tmp_path):
     outs = [Augmenter(only(noise_prob=1.0, snr_db=[12.0, 12.0], noise_dir=str(tmp_path)), 30.0)(clean, s)
             for s in range(4)]
     assert all(abs(snr_db(clean, out) - 12.0) < 1.0 for out in outs)
+
+
+def test_a_damaged_noise_file_is_named_before_training(tmp_path):
+    sf.write(tmp_path / "ok.wav", np.zeros(RATE, np.float32) + 0.01, RATE)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00not a wav file at all")
+    with pytest.raises(UserError, match=r"augment.noise_dir: cannot read .*broken.wav .*remove or replace it"):
+        Augmenter(only(noise_prob=1.0, noise_dir=str(tmp_path)), 30.0)
 
 
 @pytest.mark.parametrize("rate", [0.9, 1.1])

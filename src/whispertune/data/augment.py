@@ -33,6 +33,7 @@ import torch
 from datasets import Dataset
 
 from ..config_augment import SPEC_AUGMENT_FIELDS, AugmentConfig
+from ..errors import UserError
 from .audio import SAMPLE_RATE
 
 
@@ -55,6 +56,25 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
+def check_readable(key: str, folder: str) -> str:
+    """`folder` expanded, once each of its audio files has been opened (by librosa, which the transforms load
+    them with): a damaged file is a one-line error now rather than a crash inside a DataLoader worker later."""
+    import librosa
+    from audiomentations.core.utils import find_audio_files_in_paths
+
+    path = str(Path(folder).expanduser())
+    for file in find_audio_files_in_paths(path):
+        try:
+            seconds = librosa.get_duration(path=str(file))
+        except Exception as exc:  # soundfile's and audioread's errors have no common base
+            detail = " ".join(str(exc).split())  # one line; audioread's NoBackendError has no message
+            raise UserError(f"augment.{key}: cannot read {file} ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                            "remove or replace it") from None
+        if not seconds > 0:
+            raise UserError(f"augment.{key}: {file} holds no audio; remove or replace it")
+    return path
+
+
 class Augmenter:
     """The waveform transforms of an `AugmentConfig`, applied under a given seed."""
 
@@ -66,13 +86,13 @@ class Augmenter:
                                     p=aug.speed_prob) if aug.speed_prob > 0 else None
         rest = []
         if aug.reverb_prob > 0:
-            rest.append(am.ApplyImpulseResponse(ir_path=str(Path(aug.ir_dir).expanduser()), p=aug.reverb_prob,
+            rest.append(am.ApplyImpulseResponse(ir_path=check_readable("ir_dir", aug.ir_dir), p=aug.reverb_prob,
                                                 leave_length_unchanged=True) if aug.ir_dir else
                         am.RoomSimulator(use_ray_tracing=False, max_order=6, leave_length_unchanged=True,
                                          p=aug.reverb_prob))
         if aug.noise_prob > 0:
             low, high = aug.snr_db
-            rest.append(am.AddBackgroundNoise(sounds_path=str(Path(aug.noise_dir).expanduser()), min_snr_db=low,
+            rest.append(am.AddBackgroundNoise(sounds_path=check_readable("noise_dir", aug.noise_dir), min_snr_db=low,
                                               max_snr_db=high, p=aug.noise_prob) if aug.noise_dir else
                         am.AddColorNoise(min_snr_db=low, max_snr_db=high, p=aug.noise_prob))
         if aug.gain_prob > 0:
