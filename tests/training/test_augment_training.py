@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from tests.helpers import train_overrides
 from whispertune.config import load_config
 from whispertune.data.augment import AugmentedSpeech
+from whispertune.interop.merge import merge
 from whispertune.training.trainer import train
 
 
@@ -44,8 +45,11 @@ def test_training_with_augmentation_completes_and_saves_a_clean_adapter(trainabl
     assert report["augmentation"]["train"]["spec_augment"]["mask_time_prob"] == 0.1
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     # SpecAugment was set on the in-memory model only: nothing saved asks for it at inference
+    assert not (result.adapter_dir / "config.json").exists()
     for path in result.adapter_dir.glob("*.json"):
         assert '"apply_spec_augment": true' not in path.read_text(encoding="utf-8"), path
+    merged = merge(result.adapter_dir, tmp_path / "merged")
+    assert json.loads((merged / "config.json").read_text())["apply_spec_augment"] is False
 
 
 class StopAt(TrainerCallback):
