@@ -17,6 +17,7 @@ PACKAGE = ROOT / "src" / "whispertune"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("whispertune", "whispertune.errors", "whispertune.atomic_files", "whispertune.config",
                     "whispertune.config_triage",
+                    "whispertune.config_augment",
                     "whispertune.config_values",
                     "whispertune.languages")),
     ("data", ("whispertune.data",)),

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_augment import AugmentConfig, check_augment
 from .config_triage import check_triage
 from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
@@ -137,6 +138,7 @@ class Config:
     train: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training data only (config_augment.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,6 +248,7 @@ def validate(cfg: Config) -> None:
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
     _check_ranges(cfg)
     check_triage(cfg.data)
+    check_augment(cfg)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers

@@ -47,8 +47,9 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
                 pass
         raise bad
     if origin is list:
-        if isinstance(value, str):  # "--lora.target_modules q_proj,v_proj"
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "--lora.target_modules q_proj,v_proj", "--augment.snr_db 5,15"
+            item = typing.get_args(tp)[0]
+            value = [read_flag_value(v.strip(), item) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise bad
         return [coerce_value(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value)]

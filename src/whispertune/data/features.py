@@ -1,5 +1,8 @@
 """Turn examples (id, audio, text) into model inputs: log-Mel `input_features` and `labels` token ids.
 
+With `keep_audio` (a training split that is augmented on the fly, data/augment.py) the decoded 16 kHz
+float32 `samples` are stored instead of the features, which are then computed per item after augmentation.
+
 Audio is decoded inside the map function, in `data.num_proc` worker processes (falling back to one
 process with a warning when the pool fails). Bad rows are not raised: the map marks them with a
 `skip_reason` and they are filtered out afterwards and listed in the DataReport. Results are cached
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored columns or their meaning change
 SKIP_COLUMNS = ["file", "skip_reason", "skip_detail"]
-OUTPUT_COLUMNS = ["input_features", "labels", "duration", "id", "text"]
+OUTPUT_COLUMNS = ["labels", "duration", "id", "text"]  # and the signal: input_features, or samples (keep_audio)
 
 
 def default_cache_dir() -> Path:
@@ -65,7 +68,8 @@ def text_problem(text: str | None) -> str | None:
 class Featurizer:
     """The per-row map function; picklable so worker processes can run it."""
 
-    def __init__(self, processor: Any, language: str | None, task: str, max_label_length: int, max_duration_s: float):
+    def __init__(self, processor: Any, language: str | None, task: str, max_label_length: int, max_duration_s: float,
+                 keep_audio: bool = False):
         self.feature_extractor = processor.feature_extractor
         if self.feature_extractor.sampling_rate != SAMPLE_RATE:
             raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses {SAMPLE_RATE}")
@@ -75,12 +79,15 @@ class Featurizer:
         self.max_label_length = max_label_length
         self.max_duration_s = max_duration_s
         self.num_frames = int(self.feature_extractor.nb_max_frames)
+        self.keep_audio = keep_audio
+        self.signal = "samples" if keep_audio else "input_features"
         self._parent_pid = os.getpid()
         self.features = datasets.Features(
             {
                 "id": Value("string"),
                 "text": Value("string"),
-                "input_features": Array2D((None, self.num_frames), "float32"),  # (0, frames) for skipped rows
+                # input_features: (0, frames) for skipped rows; samples: empty for them
+                self.signal: datasets.List(Value("float32")) if keep_audio else Array2D((None, self.num_frames), "float32"),
                 "labels": datasets.List(Value("int32")),
                 "duration": Value("float32"),
                 "file": Value("string"),
@@ -100,10 +107,16 @@ class Featurizer:
                 "prefix": self.tokenizer.prefix_tokens,
                 "max_label_length": self.max_label_length,
                 "max_duration_s": self.max_duration_s,
+                # only when on: the keys of the feature caches written before this option stay valid
+                **({"keep_audio": True} if self.keep_audio else {}),
             },
             sort_keys=True,
             default=str,
         )
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [self.signal, *OUTPUT_COLUMNS]
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         if os.getpid() != self._parent_pid and torch.get_num_threads() != 1:
@@ -113,7 +126,8 @@ class Featurizer:
             torch.set_num_threads(1)
         audio = row["audio"] or {}
         out = {"file": audio.get("path") or "<bytes>", "duration": 0.0, "labels": [], "skip_reason": None,
-               "skip_detail": "", "input_features": np.zeros((0, self.num_frames), np.float32)}
+               "skip_detail": "",
+               self.signal: np.zeros(0 if self.keep_audio else (0, self.num_frames), np.float32)}
         reason = text_problem(row["text"])
         if reason:
             return {**out, "skip_reason": reason, "skip_detail": f"transcript {row['text']!r}"}
@@ -129,6 +143,8 @@ class Featurizer:
         if len(labels) > self.max_label_length:
             return {**out, "skip_reason": "labels_too_long",
                     "skip_detail": f"{len(labels)} tokens > max_label_length {self.max_label_length}"}
+        if self.keep_audio:
+            return {**out, "labels": labels, "samples": samples.astype(np.float32)}
         features = self.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
         return {**out, "labels": labels, "input_features": features.astype(np.float32)}
 
@@ -170,7 +186,7 @@ def _compute(examples: Dataset, featurizer: Featurizer, num_proc: int, key: str,
     result = datasets.concatenate_datasets(chunks) if len(chunks) > 1 else chunks[0]
     if max_samples is not None and len(result) > max_samples:
         result = result.select(range(max_samples))
-    return result.select_columns(OUTPUT_COLUMNS), skipped
+    return result.select_columns(featurizer.output_columns), skipped
 
 
 def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: DataReport, split: str,
@@ -213,15 +229,17 @@ def prepare_split(
     cache_dir: str | Path | None = None,
     max_samples: int | None = None,
     skip_log: SkipLog | None = None,
+    keep_audio: bool = False,
 ) -> Dataset | IterableDataset:
     """Features and labels for `examples`; skipped rows go to `report` under `split`.
 
     `language`: a Whisper code (or None) as the caller resolved it. Columns: input_features (n_mels x 3000
-    float32), labels (prefix + text + <|endoftext|>), duration, id, text.
+    float32), labels (prefix + text + <|endoftext|>), duration, id, text. `keep_audio`: `samples` (the 16 kHz
+    float32 audio) instead of input_features.
     Raises UserError when no example is usable.
     """
     report = report if report is not None else DataReport()
-    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s)
+    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s, keep_audio)
     if isinstance(examples, IterableDataset):
         return _prepare_stream(examples, featurizer, report, split, max_samples, skip_log)
     if not report.has_split(split):

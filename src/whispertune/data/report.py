@@ -68,6 +68,7 @@ class DataReport:
         self.splits: dict[str, SplitStats] = {}
         self.examples: list[dict[str, Any]] = []
         self.flags: dict[str, FlagStats] = {}
+        self.augmentation: dict[str, Any] = {}  # split -> the on-the-fly augmentation applied to it
 
     def _stats(self, split: str) -> SplitStats:
         return self.splits.setdefault(split, SplitStats())
@@ -165,6 +166,7 @@ class DataReport:
             "splits": {name: self._split_dict(name, s) for name, s in self.splits.items()},
             "skipped_examples": list(self.examples),
             "summary": self.summary_line(),
+            **({"augmentation": dict(self.augmentation)} if self.augmentation else {}),
         }
 
     def write(self, path: str | Path) -> Path:

@@ -1,4 +1,5 @@
-"""Trainer callbacks of `train()`: the flushed JSON-lines log, TensorBoard, and the stage clock."""
+"""Trainer callbacks of `train()`: the flushed JSON-lines log, TensorBoard, the stage clock, and the epoch
+handed to an augmented training dataset."""
 
 from __future__ import annotations
 
@@ -56,6 +57,21 @@ class StageClock(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._train_start is not None:
             self.seconds["train_steps"] = time.perf_counter() - self._train_start - self.seconds["evaluate"]
+
+
+class DatasetEpoch(TrainerCallback):
+    """Give the training dataset (data.augment.AugmentedSpeech) each epoch's number as the epoch begins.
+
+    accelerate's DataLoader calls `dataset.set_epoch` itself on one process, but not under data parallelism:
+    there its sampler sits in a BatchSamplerShard and `DataLoaderShard.set_epoch` sets only that sampler's
+    epoch. `state.epoch` is the epochs done so far (resumed from a checkpoint too): its integer part is the
+    epoch beginning."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
 
 
 def callbacks(cfg: Config, run_dir: Path, log_path: Path) -> list[TrainerCallback]:

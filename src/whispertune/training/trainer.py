@@ -21,6 +21,7 @@ from transformers import TrainerCallback, set_seed
 from .. import __version__
 from ..atomic_files import write_dir_atomically, write_file_atomically
 from ..config import Config
+from ..data.augment import augmented, enable_spec_augment
 from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
@@ -34,7 +35,7 @@ from ..model.lora import add_lora, prepare_for_training
 from ..model.portable import write_portable_files
 from .arguments import training_arguments
 from .atomic_trainer import AtomicCheckpointTrainer
-from .callbacks import StageClock, callbacks
+from .callbacks import DatasetEpoch, StageClock, callbacks
 from .checkpoints import (
     STAGING,
     check_lora_matches,
@@ -93,9 +94,14 @@ def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog
     else:
         examples = load_examples(cfg.data, cfg.data.train_split, report)
         train_ds = prepare_split(examples, processor, cfg.data, split=cfg.data.train_split,
-                                 max_samples=cfg.data.max_train_samples, **common)
+                                 max_samples=cfg.data.max_train_samples, keep_audio=cfg.augment.audio_on, **common)
         # speaking-rate flags: recorded in the report, the rows dropped only with data.drop_flagged
         train_ds = triage_training_split(train_ds, examples, cfg.data, report, cfg.data.train_split)
+        if cfg.augment.audio_on:
+            train_ds = augmented(train_ds, cfg.augment, processor.feature_extractor, seed=cfg.train.seed,
+                                 max_duration_s=cfg.data.max_duration_s)
+    if cfg.augment.enabled:
+        report.augmentation[cfg.data.train_split] = cfg.augment.settings()
     eval_ds = None
     if cfg.data.eval_split and cfg.train.eval_strategy != "no":
         data = unstreamed(cfg.data)
@@ -233,6 +239,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     processor = load_processor(plan.model_path, plan.language, cfg.model.task, revision=cfg.model.revision,
                                token=cfg.model.token)
     model = load_base(plan.model, cfg.quantization, for_training=True, device=plan.device, dtype=plan.weight_dtype)
+    if cfg.augment.spec_on:
+        enable_spec_augment(model.config, cfg.augment)
     clock.lap("load_model")
     skip_log = SkipLog(run_dir / SKIP_LOG_FILENAME) if cfg.data.streaming else None
     with main_first():  # rank 0 fills the features cache, the other ranks read it
@@ -264,7 +272,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
         processing_class=processor.feature_extractor,
         compute_metrics=make_compute_metrics(processor, plan.language) if args.predict_with_generate else None,
         callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or [])
-        + ([StreamReportCallback(plan, report, skip_log)] if skip_log else []),
+        + ([StreamReportCallback(plan, report, skip_log)] if skip_log else [])
+        + ([DatasetEpoch(train_ds)] if cfg.augment.audio_on else []),
         max_nonfinite_steps=cfg.train.max_nonfinite_steps,
     )
     with StopOnSignal() as stop:
