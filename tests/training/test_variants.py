@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import StopAt, train_overrides
+from tests.helpers import StopAt, train_losses, train_overrides
 from whispertune.config import load_config
 from whispertune.errors import UserError
 from whispertune.training.checkpoints import check_lora_matches, complete_checkpoints
@@ -99,6 +99,26 @@ def test_variant_trains_on_a_quantized_base(variant, mode, trainable_whisper_dir
     loaded = load_for_inference(adapter=str(result.adapter_dir), options=LoadOptions(quantization=mode))
     out = _logits(loaded.model, torch.randn(1, 80, 3000))
     assert torch.isfinite(out).all()
+    if variant == "dora":
+        with pytest.raises(UserError, match="DoRA adapter does not run on an int8 base on a CPU"):
+            load_for_inference(adapter=str(result.adapter_dir), options=LoadOptions(quantization="int8", device="cpu"))
+
+
+def test_dora_on_an_int8_base_still_fails_on_a_cpu_in_peft(trainable_whisper_dir):
+    """Why DoRA + int8 is refused on a CPU: the second forward fails inside bitsandbytes. When an upgrade of
+    peft or bitsandbytes makes this test fail, lift the refusal in training/variants.py and inference."""
+    from whispertune.config import LoraConfig, ModelConfig, QuantizationConfig
+    from whispertune.model.loading import load_base
+    from whispertune.model.lora import add_lora, prepare_for_training
+
+    base = load_base(ModelConfig(name_or_path=str(trainable_whisper_dir), language="en"),
+                     QuantizationConfig(mode="int8"), for_training=True, device="cpu")
+    prepare_for_training(base, gradient_checkpointing=False)
+    model = add_lora(base, LoraConfig(r=4, alpha=8, variant="dora"), verbose=False).train()
+    feats, labels = torch.randn(1, 80, 3000), torch.tensor([[50258, 400, 500]])
+    model(input_features=feats, labels=labels).loss.backward()
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'unsqueeze'"):
+        model(input_features=feats, labels=labels)
 
 
 def _tiny_peft(variant: str):
@@ -148,7 +168,7 @@ def test_fp8_base_weights_train_every_variant_but_dora(variant):
     forward().backward()
 
 
-def test_unrunnable_variant_setups_are_refused(tiny_whisper_dir, monkeypatch):
+def test_unrunnable_variant_setups_are_refused(tiny_whisper_dir):
     import dataclasses
 
     from whispertune.config import Config
@@ -164,9 +184,34 @@ def test_unrunnable_variant_setups_are_refused(tiny_whisper_dir, monkeypatch):
     with pytest.raises(ConfigError, match="speed_preset=fast-fp8 stores the frozen base weights in float8"):
         check_variant(dataclasses.replace(plan, preset=get_preset("fast-fp8")))
     cfg.quantization.mode = "int8"
-    with pytest.raises(ConfigError, match="dora does not train on an int8 base"):
+    with pytest.raises(ConfigError, match="DoRA on an int8 base fails on a CPU"):
         check_variant(resolve_plan(cfg, device="cpu"))
-    cfg.quantization.mode, cfg.lora.variant = "none", "adalora"
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="adalora is not verified under data-parallel"):
-        check_variant(resolve_plan(cfg, device="cpu"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lean_preset_surgery_trains_every_variant(variant):
+    """`lean`'s model changes (every layer checkpointed, encoder inputs kept in host memory; compiled on a GPU,
+    eager here) on each variant: the same first loss as the unprepared model, and learning."""
+    import dataclasses
+
+    from whispertune.training.preset_surgery import prepare_model
+    from whispertune.training.presets import get_preset
+
+    plain = train_losses(_tiny_peft(variant), 1)[0]
+    lean = prepare_model(_tiny_peft(variant), dataclasses.replace(get_preset("lean"), compile_layers=False))
+    losses = train_losses(lean, 6)
+    assert losses[0] == pytest.approx(plain, rel=1e-5)
+    assert losses[-1] < losses[0] - 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["dora", "adalora"])
+def test_compiled_lean_preset_trains_dora_and_adalora(variant):
+    """Regional compile of the layers that carry DoRA's / AdaLoRA's modules (inductor on CPU: minutes)."""
+    from whispertune.training.preset_surgery import prepare_model
+    from whispertune.training.presets import get_preset
+
+    plain = train_losses(_tiny_peft(variant), 1)[0]
+    losses = train_losses(prepare_model(_tiny_peft(variant), get_preset("lean")), 4)
+    assert losses[0] == pytest.approx(plain, rel=1e-4)
+    assert losses[-1] < losses[0]

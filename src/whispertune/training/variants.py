@@ -20,10 +20,14 @@ from transformers import TrainerCallback
 
 from ..config_lora import adalora_schedule
 from ..errors import ConfigError, UserError
-from .distributed import launched_world_size
 from .guards import nonfinite_flag
 
 STATE_FILE = "adalora_state.safetensors"
+# peft 0.21's DoRA dequantizes the base weight at every forward and, on a CPU only, moves the int8 weight
+# "back" with .to(), which makes a bitsandbytes Int8Params without its scales (SCB): the next forward then
+# fails in bitsandbytes ("'NoneType' object has no attribute 'unsqueeze'"). GPU int8 skips that line.
+DORA_INT8_CPU = "DoRA on an int8 base fails on a CPU from its second forward on (peft moves the int8 weight and " \
+    "bitsandbytes loses its scales)"
 _SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # peft's RankAllocator dictionaries
 
 
@@ -40,14 +44,8 @@ def check_variant(plan) -> None:
     if variant == "dora" and preset is not None and preset.fp8_weights:
         raise ConfigError(f"lora.variant dora: train.speed_preset={preset.name} stores the frozen base weights in "
                           "float8, and DoRA reads them at every step for its weight norm; use speed preset fast or lean")
-    if variant == "dora" and plan.config.quantization.mode == "int8":
-        # peft 0.21 + bitsandbytes: the int8 layer's first training step lost its scales (state.SCB None:
-        # "'NoneType' object has no attribute 'unsqueeze'" in MatMul8bitFp); nf4 trains
-        raise ConfigError("lora.variant dora does not train on an int8 base (bitsandbytes' int8 matmul fails under "
-                          "DoRA); use quantization.mode nf4 or none, or lora.variant lora / rslora")
-    if variant == "adalora" and launched_world_size() > 1:
-        raise ConfigError("lora.variant adalora is not verified under data-parallel training (its rank budget and "
-                          "checkpointed scores are per process); train it on one process, or use lora, dora or rslora")
+    if variant == "dora" and plan.config.quantization.mode == "int8" and plan.device == "cpu":
+        raise ConfigError(f"lora.variant dora: {DORA_INT8_CPU}; use quantization.mode nf4 or none on a CPU")
 
 
 class AdaLoraBudget(TrainerCallback):
