@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import WhisperConfig, WhisperForConditionalGeneration
+from transformers import TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
 from whispertune.config import Config
 from whispertune.pretrained.ct2_processor import build_generation_config, build_processor
@@ -82,6 +82,18 @@ def train_overrides(model_dir: Path, data_dir: Path, out: Path, mode: str, steps
         "train.gradient_checkpointing=false",
         "lora.target_modules=q_proj,k_proj,v_proj,out_proj,fc1,fc2",
     ]
+
+
+class StopAt(TrainerCallback):
+    """Simulates a killed run: stop right after step `step` (its checkpoint is saved first)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
 
 
 DECODER_ONLY = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)"

@@ -64,3 +64,31 @@ def test_benchmark_scripts_smoke(tmp_path):
     table = subprocess.run([sys.executable, "benchmarks/render_table.py", "--results-dir", str(tmp_path)],
                            cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert "| plain | fp32 | 1 |" in table and "batched-cpu" in table
+
+
+@pytest.mark.synth
+def test_adapter_variants_benchmark_trains_and_scores_each_variant(tiny_whisper_dir, tmp_path):
+    """benchmarks/adapter_variants.py end to end (2 steps) on a tiny random Whisper and espeak-ng clips."""
+    for split in ("train", "test"):
+        folder = tmp_path / "corpus" / split
+        folder.mkdir(parents=True)
+        lines = ["file_name,text"]
+        for i, text in enumerate(["hello world", "good morning"]):
+            subprocess.run(["espeak-ng", "-w", str(folder / f"c{i}.wav"), text], check=True)
+            lines.append(f"c{i}.wav,{text}")
+        (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "benchmarks/adapter_variants.py", "--model", str(tiny_whisper_dir), "--data",
+           str(tmp_path / "corpus"), "--steps", "2", "--batch", "2", "--r", "4", "--alpha", "8", "--variants",
+           "dora,adalora", "--work", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+           "--set", "generation.max_new_tokens=4", "--set", "data.cache_dir=" + str(tmp_path / "features")]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    rows = [json.loads(x) for x in (tmp_path / "results" / "adapter_variants.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["dora", "adalora"] and len({r["run_id"] for r in rows}) == 1
+    for row in rows:
+        assert "error" not in row, row.get("traceback")
+        assert row["settings"]["lora"]["variant"] == row["variant"] and row["global_step"] == 2
+        assert row["eval_utterances"] == 2 and row["wer"] >= 0 and row["samples_per_s_train_steps"] > 0
+        assert {"torch", "transformers", "peft", "date", "device"} <= row.keys()
+    dora, adalora = rows
+    assert dora["adapter_params"] == dora["trainable_params"]  # magnitudes included
+    assert adalora["adapter_params"] < adalora["trainable_params"]  # the saved AdaLoRA adapter is pruned

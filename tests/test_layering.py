@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("whispertune", "whispertune.errors", "whispertune.atomic_files", "whispertune.config",
                     "whispertune.config_triage",
                     "whispertune.config_augment",
+                    "whispertune.config_lora",
                     "whispertune.config_values",
                     "whispertune.languages")),
     ("data", ("whispertune.data",)),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from .config_augment import AugmentConfig, check_augment
+from .config_lora import LoraConfig, check_lora
 from .config_triage import check_triage
 from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
@@ -45,15 +46,6 @@ class QuantizationConfig:
     double_quant: bool = True  # nf4 double quantization
     llm_int8_threshold: float = 6.0
     device_map: str = "auto"
-
-
-@dataclass
-class LoraConfig:
-    r: int = 32
-    alpha: int = 64
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    bias: Literal["none", "all", "lora_only"] = "none"
 
 
 @dataclass
@@ -212,14 +204,7 @@ DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|cuda|cud
 
 def validate(cfg: Config) -> None:
     """Checks that span more than one type: ranges and combinations."""
-    if cfg.lora.r <= 0:
-        raise ConfigError(f"lora.r: got {cfg.lora.r}, expected a positive integer (e.g. 8, 16, 32)")
-    if cfg.lora.alpha <= 0:
-        raise ConfigError(f"lora.alpha: got {cfg.lora.alpha}, expected a positive integer")
-    if not 0.0 <= cfg.lora.dropout < 1.0:
-        raise ConfigError(f"lora.dropout: got {cfg.lora.dropout}, expected a number in [0, 1)")
-    if not cfg.lora.target_modules:
-        raise ConfigError("lora.target_modules: expected at least one module name, e.g. q_proj,v_proj")
+    check_lora(cfg.lora, cfg.train.max_steps)
     if cfg.train.speed_batch_size < 0:
         raise ConfigError("train.speed_batch_size must be 0 (the preset's batch) or a positive integer")
     if cfg.train.per_device_batch_size <= 0:

@@ -36,3 +36,13 @@ def test_dry_run_local_config_matches_loaded_model(tiny_whisper_dir):
     loaded = add_lora(model, cfg.lora, verbose=False).get_nb_trainable_parameters()
     assert (result.trainable, result.total) == loaded
     assert result.config_source == str(tiny_whisper_dir)
+
+
+@pytest.mark.parametrize("variant,extra", [("lora", 0), ("rslora", 0), ("dora", 64), ("adalora", 32)])
+def test_dry_run_counts_each_variant_s_own_parameters(variant, extra, tiny_whisper_dir):
+    """12 adapted projections (q/v of 2 encoder self-attentions, 2 decoder self- and 2 cross-attentions), d_model 64,
+    r 32: LoRA's A and B are 32 x (64 + 64) each; DoRA adds a magnitude per output channel (64), AdaLoRA an E of r."""
+    cfg = Config()
+    cfg.model.name_or_path, cfg.model.language = str(tiny_whisper_dir), "en"
+    cfg.lora.variant, cfg.train.max_steps = variant, 100
+    assert dry_run(cfg).trainable == 12 * (32 * 128 + extra)

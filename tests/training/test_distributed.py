@@ -169,3 +169,17 @@ def test_the_non_finite_guard_skips_the_same_step_on_every_rank(tmp_path):
     # forked: the ranks need nothing imported again
     mp.start_processes(_guard_rank, args=(str(tmp_path / "init"), results), nprocs=2, start_method="fork")
     assert dict(results) == {0: (True, True, 1), 1: (True, True, 1)}
+
+
+def test_adalora_on_2_ranks_of_4_matches_1_rank_of_8(model_dir, clips, tmp_path):
+    """AdaLoRA's rank allocation reads the gradients after DDP has averaged them: every rank prunes the same
+    ranks, as one process with the global batch does (checkpoints' allocator state written by rank 0)."""
+    adalora = ["--lora.variant", "adalora"]
+    _train(1, [*_args(model_dir, clips, tmp_path / "one", batch=8), *adalora])
+    _train(2, [*_args(model_dir, clips, tmp_path / "two", batch=4), *adalora])
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=LOSS_RTOL)
+    pruned = _adapter(tmp_path / "two")
+    _assert_same_adapter(pruned, _adapter(tmp_path / "one"))
+    assert sum(v.shape[0] for k, v in pruned.items() if "lora_E" in k) < 4 * sum("lora_E" in k for k in pruned)
+    for step in (4, 8, 12):
+        assert (tmp_path / "two" / "checkpoints" / f"checkpoint-{step}" / "adalora_state.safetensors").is_file()

@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
-from tests.helpers import train_overrides
+from tests.helpers import StopAt, train_overrides
 from whispertune.config import load_config
 from whispertune.errors import UserError
 from whispertune.training.checkpoints import (
@@ -22,18 +21,6 @@ from whispertune.training.checkpoints import (
 from whispertune.training.trainer import train
 
 STEPS = 6  # 6 clips, batch 3: the second half starts a new epoch, so the data order must be restored
-
-
-class StopAt(TrainerCallback):
-    """Simulates a killed run: stop right after step `step` (its checkpoint is saved first)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-        return control
 
 
 def _cfg(model_dir, data_dir, out):

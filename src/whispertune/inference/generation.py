@@ -126,6 +126,10 @@ def load_for_inference(model: str | None = None, adapter: str | None = None,
     # resolved once here; the loaders below take the results
     code = language_code(language)
     device = resolve_device(options.device)
+    if adapter is not None and adapter_config.get("use_dora") and quantization == "int8" and device == "cpu":
+        # the failure training/variants.py refuses too (peft's DoRA re-wraps the int8 weight on a CPU)
+        raise UserError(f"{adapter}: a DoRA adapter does not run on an int8 base on a CPU (bitsandbytes loses "
+                        "the int8 scales); load it with quantization none or nf4")
     path = resolve_name(model)
     model_cfg = ModelConfig(name_or_path=path, language=code, task=task)
     base = load_base(model_cfg, QuantizationConfig(mode=quantization), for_training=False, device=device)

@@ -113,7 +113,8 @@ def dry_run(cfg: Config) -> DryRun:
     # nothing): tie it to the token embedding as loading a checkpoint would, or it counts twice
     model.tie_weights()
     with init_empty_weights():
-        peft_model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder, verbose=False)
+        peft_model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder, verbose=False,
+                              total_steps=cfg.train.max_steps)
     trainable, total = peft_model.get_nb_trainable_parameters()
     memory = memory_estimate(peft_model.base_model.model, cfg, trainable)
     return DryRun(trainable=trainable, total=total, memory_estimate_gib=memory, config_source=source)

@@ -1,10 +1,14 @@
-"""LoRA: prepare a (quantized) base for adapter training and wrap it with peft's LoRA adapters."""
+"""LoRA: prepare a (quantized) base for adapter training and wrap it with peft's adapters (LoRA or one of
+its variants: DoRA, rsLoRA, AdaLoRA; see config_lora)."""
 
 from __future__ import annotations
+
+import types
 
 from torch import nn
 
 from ..config import LoraConfig
+from ..config_lora import adalora_schedule
 from ..errors import ConfigError
 from .bnb import cast_inputs_at_int8_layers, is_quantized, needs_reentrant_checkpointing
 
@@ -37,12 +41,14 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
-def add_lora(model: nn.Module, lora_cfg: LoraConfig, *, freeze_encoder: bool = False, verbose: bool = True):
-    """Wrap `model` with LoRA adapters on `lora_cfg.target_modules` (decoder only if `freeze_encoder`).
+def add_lora(model: nn.Module, lora_cfg: LoraConfig, *, freeze_encoder: bool = False, verbose: bool = True,
+             total_steps: int | None = None):
+    """Wrap `model` with `lora_cfg.variant` adapters on `lora_cfg.target_modules` (decoder only if `freeze_encoder`).
 
-    `task_type` stays unset: peft's SEQ_2_SEQ_LM wrapper passes `input_ids`, which Whisper rejects.
+    `total_steps`: the optimizer steps of the run, which AdaLoRA's rank schedule is laid out over (needed
+    for that variant only). `task_type` stays unset: peft's SEQ_2_SEQ_LM wrapper passes `input_ids`, which
+    Whisper rejects.
     """
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     linear = linear_module_names(model)
@@ -59,17 +65,40 @@ def add_lora(model: nn.Module, lora_cfg: LoraConfig, *, freeze_encoder: bool = F
         chosen += [n for n in hits if not freeze_encoder or ".decoder." in f".{n}."]
     if not chosen:
         raise ConfigError(f"lora.target_modules {lora_cfg.target_modules} match no decoder module (train.freeze_encoder)")
-    peft_cfg = PeftLoraConfig(
-        r=lora_cfg.r,
-        lora_alpha=lora_cfg.alpha,
-        lora_dropout=lora_cfg.dropout,
-        target_modules=sorted(set(chosen)),
-        bias=lora_cfg.bias,
-    )
-    peft_model = get_peft_model(model, peft_cfg)
+    peft_model = get_peft_model(model, peft_config(lora_cfg, sorted(set(chosen)), total_steps))
+    if lora_cfg.variant == "adalora":
+        _add_orthogonality_loss(peft_model)
     if verbose:
         print(trainable_line(peft_model))
     return peft_model
+
+
+def peft_config(lora_cfg: LoraConfig, targets: list[str], total_steps: int | None):
+    """peft's config for `lora_cfg.variant` on the full module names `targets`."""
+    from peft import AdaLoraConfig
+    from peft import LoraConfig as PeftLoraConfig
+
+    common = dict(lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, target_modules=targets, bias=lora_cfg.bias)
+    if lora_cfg.variant == "adalora":
+        if total_steps is None or total_steps <= 0:
+            raise ConfigError("lora.variant adalora needs train.max_steps > 0 (its rank schedule's length)")
+        return AdaLoraConfig(**common, **adalora_schedule(lora_cfg, total_steps))
+    return PeftLoraConfig(r=lora_cfg.r, use_dora=lora_cfg.variant == "dora", use_rslora=lora_cfg.variant == "rslora",
+                          **common)
+
+
+def _add_orthogonality_loss(peft_model) -> None:
+    """In training, route the forward through peft's AdaLoraModel.forward, which adds AdaLoRA's orthogonality
+    penalty on A and B to Whisper's loss. A PeftModel without task_type calls the wrapped Whisper directly and
+    skips it. Evaluation keeps Whisper's own loss (peft would add the penalty to any loss), so eval_loss
+    compares across variants."""
+    peft_model.forward = types.MethodType(_forward_with_penalty, peft_model)
+
+
+def _forward_with_penalty(self, *args, **kwargs):
+    if self.training:
+        return self.base_model(*args, **kwargs)  # AdaLoraModel -> Whisper's forward, then + the penalty
+    return type(self).forward(self, *args, **kwargs)
 
 
 def trainable_line(peft_model) -> str:

@@ -9,6 +9,7 @@ either method or `_save_checkpoint` stops asking `_get_output_dir`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -29,8 +30,10 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
 
     _staging_root: str | None = None
 
-    def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, **kwargs):
+    def __init__(self, *args, max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS, adalora=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # variants.AdaLoraBudget of an AdaLoRA run: its state goes into each checkpoint before the rename
+        self.adalora = adalora
         # Whisper's forward takes **kwargs, so the Trainer believes it averages its loss over
         # `num_items_in_batch` and stops dividing by the accumulation steps, and under DDP multiplies the
         # loss by the world size; but Whisper's loss is a plain mean that ignores it. Told the truth, the
@@ -79,7 +82,10 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
         barrier()
         self._staging_root = str(staging)
         try:
-            super()._save_checkpoint(model, trial)
+            with self.adalora.full_rank_save() if self.adalora is not None else contextlib.nullcontext():
+                super()._save_checkpoint(model, trial)
+            if self.adalora is not None and is_main():
+                self.adalora.write_into(staging / name)
         finally:
             self._staging_root = None
         barrier()

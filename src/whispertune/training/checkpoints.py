@@ -90,24 +90,37 @@ def resolve_resume(root: Path, resume: bool | str | None) -> str | None:
     return str(path)
 
 
-def check_lora_matches(checkpoint: str, r: int, alpha: int, target_modules: list[str]) -> None:
-    """UserError in one line when the checkpoint's adapter has another shape than the config's LoRA.
+def saved_variant(adapter_config: dict) -> str:
+    """The whispertune lora.variant an adapter_config.json (peft's) was written by."""
+    if adapter_config.get("peft_type") == "ADALORA":
+        return "adalora"
+    return "dora" if adapter_config.get("use_dora") else "rslora" if adapter_config.get("use_rslora") else "lora"
+
+
+def check_lora_matches(checkpoint: str, r: int, alpha: int, target_modules: list[str], variant: str = "lora") -> None:
+    """UserError in one line when the checkpoint's adapter has another shape or variant than the config's LoRA.
 
     peft may save target modules as full module paths; a config names suffixes (q_proj, self_attn.k_proj):
     they match when every saved module ends with a configured name and every configured name is used.
+    AdaLoRA saves its starting rank as `init_r` (its `r` is unused).
     """
     saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8"))
     modules = saved.get("target_modules") or []
     modules = [modules] if isinstance(modules, str) else list(modules)
+    old_variant = saved_variant(saved)
+    old_r = saved.get("init_r") if old_variant == "adalora" else saved.get("r")
 
     def hits(module: str, name: str) -> bool:
         return module == name or module.endswith("." + name)
 
+    if old_variant != variant:
+        raise UserError(f"--resume {Path(checkpoint).name}: trained as lora.variant {old_variant}; this config has "
+                        f"{variant}: resume with lora.variant {old_variant}, or start a new run")
     same_modules = all(any(hits(m, n) for n in target_modules) for m in modules) and \
         all(any(hits(m, n) for m in modules) for n in target_modules)
-    if (saved.get("r"), saved.get("lora_alpha")) != (r, alpha) or not same_modules:
+    if (old_r, saved.get("lora_alpha")) != (r, alpha) or not same_modules:
         shown = sorted({m.rsplit(".", 1)[-1] for m in modules})
-        raise UserError(f"--resume {Path(checkpoint).name}: trained with LoRA r={saved.get('r')}, "
+        raise UserError(f"--resume {Path(checkpoint).name}: trained with LoRA r={old_r}, "
                         f"alpha={saved.get('lora_alpha')}, modules {','.join(shown)}; this config has r={r}, "
                         f"alpha={alpha}, modules {','.join(sorted(target_modules))}: resume with the run's own "
                         "config, or start a new run")

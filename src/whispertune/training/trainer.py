@@ -52,6 +52,7 @@ from .plots import plot_loss
 from .preset_surgery import prepare_model
 from .run_dir import RunIdentity, RunLock, claim, data_fingerprint
 from .streaming import StreamReportCallback, stream_split, unstreamed
+from .variants import AdaLoraBudget, check_variant, variant_fields
 
 
 @dataclass
@@ -146,7 +147,7 @@ def write_adapter(model, processor, adapter_dir: Path, plan: Plan) -> None:
         "task": cfg.model.task,
         "quantization": cfg.quantization.mode,
         "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules,
-                 "freeze_encoder": cfg.train.freeze_encoder},
+                 "freeze_encoder": cfg.train.freeze_encoder, **variant_fields(cfg.lora, cfg.train.max_steps)},
         "whispertune_version": __version__,
     }
     (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -190,6 +191,7 @@ def train(cfg: Config | Plan, *, resume: bool | str | None = None, overwrite: bo
         rank_state()  # the process group, before rank 0 claims the run directory for every rank
     plan = cfg if isinstance(cfg, Plan) else resolve_plan(cfg)
     check_distributed(plan)
+    check_variant(plan)
     cfg, run_dir = plan.requested, plan.run_dir
 
     def claim_run() -> str | None:
@@ -201,7 +203,7 @@ def train(cfg: Config | Plan, *, resume: bool | str | None = None, overwrite: bo
     with RunLock(run_dir) if is_main() else contextlib.nullcontext():
         resume_from = on_main_then_shared(claim_run)
         if resume_from:
-            check_lora_matches(resume_from, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules)
+            check_lora_matches(resume_from, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, cfg.lora.variant)
             done = finished_at(resume_from, cfg.train.max_steps, cfg.train.num_epochs)
             if done is not None and (run_dir / "adapter").is_dir():
                 print(f"{run_dir}: this run already finished at step {done} (adapter/ written); nothing to do")
@@ -248,7 +250,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     clock.lap("prepare_data")
     prepare_for_training(model, gradient_checkpointing=cfg.train.gradient_checkpointing,
                          prepare_kbit=cfg.train.prepare_kbit)
-    model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder)
+    model = add_lora(model, cfg.lora, freeze_encoder=cfg.train.freeze_encoder, total_steps=cfg.train.max_steps)
+    adalora = AdaLoraBudget(model, resume_from) if cfg.lora.variant == "adalora" else None
     if preset is not None and preset.name != "recipe":  # the recipe is peft's k-bit preparation, done above
         model = prepare_model(model, preset)
     if cfg.train.cache_encoder_outputs:
@@ -273,8 +276,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
         compute_metrics=make_compute_metrics(processor, plan.language) if args.predict_with_generate else None,
         callbacks=callbacks(cfg, run_dir, log_path) + [clock] + list(extra_callbacks or [])
         + ([StreamReportCallback(plan, report, skip_log)] if skip_log else [])
-        + ([DatasetEpoch(train_ds)] if cfg.augment.audio_on else []),
-        max_nonfinite_steps=cfg.train.max_nonfinite_steps,
+        + ([DatasetEpoch(train_ds)] if cfg.augment.audio_on else []) + ([adalora] if adalora else []),
+        max_nonfinite_steps=cfg.train.max_nonfinite_steps, adalora=adalora,
     )
     with StopOnSignal() as stop:
         trainer.add_callback(stop)
