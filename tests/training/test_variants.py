@@ -227,3 +227,26 @@ def test_run_identity_names_a_variant_change_and_keeps_plain_lora_runs_as_they_w
     dora = RunIdentity.of(load_config(None, ["lora.variant=dora"]), "data")
     assert dora.config_hash != plain.config_hash
     assert dora.differences(plain) == [f"LoRA {plain.lora} -> {dora.lora}"] and dora.lora["variant"] == "dora"
+
+
+def test_adalora_scores_leave_out_a_step_without_finite_gradients():
+    """The non-finite guard discards a bad step's gradients (fp16: poisons them with NaN): AdaLoRA's importance
+    scores skip that step instead of averaging NaN into every later allocation."""
+    from transformers import TrainerControl, TrainerState
+
+    from whispertune.training.variants import AdaLoraBudget
+
+    model = _tiny_peft("adalora").train()
+    budget = AdaLoraBudget(model)
+    state, control = TrainerState(global_step=0), TrainerControl()
+    budget.on_optimizer_step(None, state, control)  # no backward yet: no gradients
+    assert budget.tuner.rankallocator.ipt == {}
+    model(input_features=torch.randn(1, 80, 3000), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    next(p for n, p in model.named_parameters() if "lora_E" in n).grad[0] = float("nan")
+    budget.on_optimizer_step(None, state, control)
+    assert budget.tuner.rankallocator.ipt == {}
+    model.zero_grad()
+    model(input_features=torch.randn(1, 80, 3000), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    budget.on_optimizer_step(None, state, control)
+    scores = budget.tuner.rankallocator.exp_avg_ipt
+    assert scores and all(torch.isfinite(v).all() for v in scores.values())
