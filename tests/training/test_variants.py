@@ -63,7 +63,8 @@ def test_variant_trains_resumes_loads_and_merges(variant, trainable_whisper_dir,
     adapter = full.adapter_dir
     meta = json.loads((adapter / "whispertune.json").read_text())
     assert meta["lora"]["variant"] == variant
-    assert f"variant: {variant}" in (adapter / "README.md").read_text()
+    card = (adapter / "README.md").read_text()
+    assert f"variant: {variant}" in card and "adalora_" not in card  # unset keys are left out
     saved = json.loads((adapter / "adapter_config.json").read_text())
     assert (saved["peft_type"], saved.get("use_dora", False), saved.get("use_rslora", False)) == PEFT_FIELDS[variant]
     weights = load_file(str(adapter / "adapter_model.safetensors"))
@@ -215,3 +216,37 @@ def test_compiled_lean_preset_trains_dora_and_adalora(variant):
     losses = train_losses(prepare_model(_tiny_peft(variant), get_preset("lean")), 4)
     assert losses[0] == pytest.approx(plain, rel=1e-4)
     assert losses[-1] < losses[0]
+
+
+def test_run_identity_names_a_variant_change_and_keeps_plain_lora_runs_as_they_were():
+    from whispertune.config import load_config
+    from whispertune.training.run_dir import RunIdentity
+
+    plain = RunIdentity.of(load_config(None, []), "data")
+    assert plain.lora == {"r": 32, "alpha": 64, "target_modules": ["q_proj", "v_proj"]}  # as recorded before variants
+    dora = RunIdentity.of(load_config(None, ["lora.variant=dora"]), "data")
+    assert dora.config_hash != plain.config_hash
+    assert dora.differences(plain) == [f"LoRA {plain.lora} -> {dora.lora}"] and dora.lora["variant"] == "dora"
+
+
+def test_adalora_scores_leave_out_a_step_without_finite_gradients():
+    """The non-finite guard discards a bad step's gradients (fp16: poisons them with NaN): AdaLoRA's importance
+    scores skip that step instead of averaging NaN into every later allocation."""
+    from transformers import TrainerControl, TrainerState
+
+    from whispertune.training.variants import AdaLoraBudget
+
+    model = _tiny_peft("adalora").train()
+    budget = AdaLoraBudget(model)
+    state, control = TrainerState(global_step=0), TrainerControl()
+    budget.on_optimizer_step(None, state, control)  # no backward yet: no gradients
+    assert budget.tuner.rankallocator.ipt == {}
+    model(input_features=torch.randn(1, 80, 3000), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    next(p for n, p in model.named_parameters() if "lora_E" in n).grad[0] = float("nan")
+    budget.on_optimizer_step(None, state, control)
+    assert budget.tuner.rankallocator.ipt == {}
+    model.zero_grad()
+    model(input_features=torch.randn(1, 80, 3000), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    budget.on_optimizer_step(None, state, control)
+    scores = budget.tuner.rankallocator.exp_avg_ipt
+    assert scores and all(torch.isfinite(v).all() for v in scores.values())

@@ -183,7 +183,9 @@ def model_card(path: str | Path, repo_id: str | None = None) -> str:
     else:
         lines.append("No training configuration was found next to this model.")
     lines += ["", "## Training configuration", ""]
-    picked = {s: (config.get(s) if keys is None else {k: config.get(s, {}).get(k) for k in keys})
+    # unset keys of a whole section left out (the adalora_* keys of another variant)
+    picked = {s: ({k: v for k, v in config[s].items() if v is not None} if keys is None
+                  else {k: config.get(s, {}).get(k) for k in keys})
               for s, keys in _TRAINING_KEYS.items() if config.get(s)}
     lines += ["```yaml", yaml.safe_dump(picked, sort_keys=False).strip(), "```"] if picked else ["Not recorded."]
     lines += ["", "## Evaluation", ""]

@@ -29,6 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..atomic_files import write_file_atomically
+from ..config_lora import ADALORA_KEYS, LoraConfig
 from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME
 from ..errors import UserError
 
@@ -68,11 +69,19 @@ class RunIdentity:
         for section, names in _NOT_IDENTITY.items():
             for name in names:
                 fields.get(section, {}).pop(name, None)
+        # the variant keys at their defaults (plain LoRA) are left out: a run recorded before they existed
+        # keeps its identity and resumes
+        defaults = LoraConfig()
+        for key in ("variant", *ADALORA_KEYS):
+            if fields["lora"].get(key) == getattr(defaults, key):
+                fields["lora"].pop(key)
         train = fields["train"]
         train["global_batch_size"] = (train.pop("per_device_batch_size") * train.pop("gradient_accumulation_steps")
                                       * world_size)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
         lora = {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": sorted(cfg.lora.target_modules)}
+        if cfg.lora.variant != "lora":
+            lora["variant"] = cfg.lora.variant
         return cls(digest, str(cfg.model.name_or_path), lora, data_fingerprint)
 
     def differences(self, other: RunIdentity) -> list[str]:
