@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|torchrun CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|breakdown|torchrun CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -91,6 +91,13 @@ PY
     timeout "${DEADLINE:-300}" $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
       --spec kind=train,preset=auto,memory=1,label=default-auto-memory \
       --spec kind=harness,preset=lean,batch=12,label=harness-lean-b12 ;;
+  breakdown)
+    # issue 12: the harness at the default preset's batch (24, host-offloaded encoder inputs) next to the product's
+    # default row, and the default row's peak split by owner without allocator history (memory=stages)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    timeout 400 $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 20 \
+      --spec kind=train,preset=auto,memory=stages,label=default-auto-memory-stages \
+      --spec kind=harness,preset=lean,batch=24,label=harness-lean-b24 ;;
   torchrun)
     # issue 18 item 4: the reference config and the default preset, each run plainly and under torchrun with one
     # rank (the same train() through torch.distributed.run: process group, DDP wrapper, per-rank placement);
