@@ -48,17 +48,23 @@ def test_variant_trains_resumes_loads_and_merges(variant, trainable_whisper_dir,
     losses = {h["step"]: h["loss"] for h in full.log_history if "loss" in h}
     assert sorted(losses) == list(range(1, STEPS + 1)) and losses[STEPS] < losses[1]
 
-    # resume: half a run, stopped, then continued, logs the losses of the uninterrupted run
-    split_cfg = _cfg(trainable_whisper_dir, speech_folder, tmp_path / "split", variant)
-    train(split_cfg, extra_callbacks=[StopAt(STEPS // 2)])
-    resumed = train(split_cfg, resume=True)
-    again = {h["step"]: h["loss"] for h in resumed.log_history if "loss" in h}
-    for step in range(STEPS // 2 + 1, STEPS + 1):
-        assert again[step] == pytest.approx(losses[step], rel=1e-5), step
+    # resume: half a run, stopped, then continued, logs the losses of the uninterrupted run. Only the variants
+    # with state of their own (DoRA's magnitudes, AdaLoRA's scores and rank pattern): rsLoRA's checkpoint is
+    # plain LoRA's, whose resume tests/training/test_resume.py covers (CI time)
     other = "dora" if variant != "dora" else "lora"
-    checkpoint = str(complete_checkpoints(tmp_path / "split" / "checkpoints")[0])
+    checkpoint_root = tmp_path / "full" / "checkpoints"
+    if variant in ("dora", "adalora"):
+        split_cfg = _cfg(trainable_whisper_dir, speech_folder, tmp_path / "split", variant)
+        train(split_cfg, extra_callbacks=[StopAt(STEPS // 2)])
+        resumed = train(split_cfg, resume=True)
+        again = {h["step"]: h["loss"] for h in resumed.log_history if "loss" in h}
+        for step in range(STEPS // 2 + 1, STEPS + 1):
+            assert again[step] == pytest.approx(losses[step], rel=1e-5), step
+        checkpoint_root = tmp_path / "split" / "checkpoints"
+    checkpoint = str(complete_checkpoints(checkpoint_root)[0])
+    targets = _cfg(trainable_whisper_dir, speech_folder, tmp_path / "x", variant).lora.target_modules
     with pytest.raises(UserError, match=f"trained as lora.variant {variant}; this config has {other}"):
-        check_lora_matches(checkpoint, 4, 8, split_cfg.lora.target_modules, other)
+        check_lora_matches(checkpoint, 4, 8, targets, other)
 
     adapter = full.adapter_dir
     meta = json.loads((adapter / "whispertune.json").read_text())
@@ -206,9 +212,10 @@ def test_lean_preset_surgery_trains_every_variant(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["dora", "adalora"])
-def test_compiled_lean_preset_trains_dora_and_adalora(variant):
-    """Regional compile of the layers that carry DoRA's / AdaLoRA's modules (inductor on CPU: minutes)."""
+@pytest.mark.parametrize("variant", ["dora"])
+def test_compiled_lean_preset_trains_dora(variant):
+    """Regional compile of the layers that carry DoRA's modules (inductor on CPU: minutes). DoRA, whose forward
+    recomputes the weight norm, is the one that changes the compiled graph; AdaLoRA's eager surgery is tested above."""
     from whispertune.training.preset_surgery import prepare_model
     from whispertune.training.presets import get_preset
 
