@@ -110,7 +110,7 @@ OTHER = [
     (["demo", "--test-sentences", "-2"], "argument --test-sentences: got '-2'"),
     (["synth", "--out", "x", "--variants", "0"], "argument --variants: got '0'"),
     (["synth", "--out", "x", "--jobs", "0"], "argument --jobs: got '0', expected an integer in [1, 256]"),
-    (["synth", "--out", "x", "--noise-snr", "nan"], "argument --noise-snr: got 'nan', expected a number in [-30.0, 100.0]"),
+    (["synth", "--out", "x", "--noise-snr", "nan"], "argument --noise-snr/--snr: got 'nan', expected a number in [-30.0, 100.0]"),
     (["synth", "--out", "x", "--seed", "x"], "argument --seed: got 'x', expected an integer"),
 ]
 
