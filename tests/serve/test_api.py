@@ -27,7 +27,7 @@ def test_response_formats(client, speech_clips, nearest):
         options = {"model": MODEL, **requests[fmt]}
         return client.audio.transcriptions.create(file=clip.open("rb"), response_format=fmt, **options)
 
-    with ThreadPoolExecutor(len(requests)) as pool:  # sent together: answered by one model call
+    with ThreadPoolExecutor(len(requests)) as pool:  # sent together: one call without timestamps, one with
         answers = dict(zip(requests, pool.map(ask, requests)))
     text = answers["json"].text
     assert nearest(text) == 0
