@@ -108,6 +108,9 @@ def test_merge_keeps_the_time_share_of_cut_pieces():
     # the overlap "late words" is kept once (half from each window); the second window's times are offset by 25 s
     assert [(s.start, s.end, s.text, s.timed) for s in segments] == [
         (20.0, 24.333333333333332, "early late", True), (27.0, 28.0, "words", True), (30.0, 31.0, "end.", True)]
+    # an untimed window (its timestamps were not valid) spans its window, a guess: it gives way to the next times
+    segments = merge_windows(["early late words", "late words end."], windows, "en", [None, later])
+    assert [(s.start, s.end, s.timed) for s in segments] == [(0.0, 27.0, False), (27.0, 28.0, True), (30.0, 31.0, True)]
 
 
 def test_cli_says_when_cue_times_are_estimated(tiny_whisper_dir, tmp_path, capsys):

@@ -178,7 +178,11 @@ def merge_windows(texts: list[str], windows: list[Window], language: str | None,
             segments.append(Segment(w.own_start, w.own_end, " ".join(ws)))
             continue
         for start, end, text in kept_pieces(pieces, w.start / SAMPLE_RATE, first[j], first[j] + len(ws)):
-            start = max(start, segments[-1].end) if segments else start  # neighbours' times may overlap
+            if segments and start < segments[-1].end:  # neighbouring windows' times overlap: no cue may
+                if segments[-1].timed:
+                    start = segments[-1].end
+                else:  # an untimed window's span is a guess: it gives way to the model's time
+                    segments[-1].end = max(segments[-1].start, start)
             segments.append(Segment(start, max(start, end), text, timed=True))
     return segments
 
