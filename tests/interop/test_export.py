@@ -157,7 +157,7 @@ def test_parity_detects_a_different_model(export, clips, tiny_whisper_dir):
     client = faster_whisper_client(export.out_dir, "en", "transcribe")
     report = check_parity(client, tiny_whisper_dir, clips, language="en", margin=1.0, max_new_tokens=20)
     assert not report.passed and report.identical == 0
-    with pytest.raises(UserError, match="outside the margin"):
+    with pytest.raises(UserError, match="beyond the margin"):
         enforce_parity(report)
 
 

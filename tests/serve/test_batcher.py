@@ -1,5 +1,6 @@
-"""The request queue of `whispertune serve`: requests arriving within the wait share one call per language, each
-future gets its own result, and a failing call fails only its own requests. The backend here is a plain function
+"""The request queue of `whispertune serve`: requests arriving within the wait share one call per decoding
+setting (a language here), a request submitted alone gets its own call, each future gets its own result, and a
+failing call fails only its own requests. The backend here is a plain function
 (the real model is driven through the server in test_api.py), so the grouping itself can be checked exactly."""
 
 from __future__ import annotations
@@ -72,3 +73,18 @@ def test_a_cancelled_request_is_skipped_and_the_worker_goes_on():
     finally:
         batcher.close()
     assert run.calls == [(["c0"], "en"), (["kept"], "en"), (["after"], "en")]
+
+
+def test_requests_alone_get_their_own_call():
+    run = Recorder()
+    batcher = Batcher(run, max_batch=8, wait_seconds=0.05)
+    try:
+        first = batcher.submit(Path("s0"), "en")
+        assert run.entered.wait(10)
+        rest = [batcher.submit(Path("s1"), "en", alone=True), batcher.submit(Path("s2"), "en", alone=True),
+                batcher.submit(Path("s3"), "en"), batcher.submit(Path("s4"), "en")]
+        run.release.set()
+        assert [f.result(10) for f in [first, *rest]] == [f"s{i}:en" for i in range(5)]
+    finally:
+        batcher.close()
+    assert run.calls == [(["s0"], "en"), (["s1"], "en"), (["s2"], "en"), (["s3", "s4"], "en")]

@@ -32,3 +32,18 @@ def test_ct2_export_served_through_faster_whisper(ct2_server, speech_clips, near
     assert nearest(verbose.text) == 3 and verbose.language == "english" and verbose.segments
     with pytest.raises(openai.BadRequestError, match="English-only"):
         client.audio.transcriptions.create(model="tiny-ct2", file=speech_clips[3].open("rb"), language="de")
+
+
+def test_ct2_prompt_and_seeded_temperature(ct2_server, speech_clips, nearest):
+    """faster-whisper's own initial_prompt and temperature: the prompt spells "lighthouse" and is not echoed; a
+    sampled decode is a transcript of the clip (not reproducible: CTranslate2 cannot be seeded per request)."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{ct2_server}/v1", api_key="not-needed", max_retries=0, timeout=120)
+    create = client.audio.transcriptions.create
+    prompted = create(model="tiny-ct2", file=speech_clips[0].open("rb"), prompt="The lighthouse keeper's diary.").text
+    print(repr(prompted))
+    assert "lighthouse" in prompted.lower() and "diary" not in prompted.lower()
+    sampled = create(model="tiny-ct2", file=speech_clips[2].open("rb"), temperature=0.8, response_format="verbose_json")
+    assert nearest(sampled.text) == 2 and all(s.temperature == 0.8 for s in sampled.segments)
+    with pytest.raises(openai.BadRequestError, match=r"\[0, 1\]"):
+        create(model="tiny-ct2", file=speech_clips[2].open("rb"), temperature=2.0)

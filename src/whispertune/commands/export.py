@@ -8,6 +8,7 @@ import argparse
 from ..errors import UserError
 from ..interop.ct2_export import CT2_QUANTIZATIONS
 from ..interop.ggml_format import FORMATS as GGML_FORMATS
+from ..interop.parity import DEFAULT_MARGIN
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Merge the adapter (if given) into its base, convert it (ct2: CTranslate2's transformers "
         "converter; ggml: whispertune's GGML writer, one file per --ggml-formats entry) and transcribe a few clips "
         "with whispertune and with the export's own client (faster-whisper or whisper.cpp through pywhispercpp, "
-        "each reading the audio itself; greedy). Exit code 2 when their WERs differ by more than --margin points. "
+        "each reading the audio itself; greedy). Exit code 2 when the clips show that their WERs differ by more than "
+        "--margin points: the whole 95% paired bootstrap interval of the difference lies beyond it (docs/deploy.md). "
         "Without --clips, a few espeak-ng sentences in the model's language (English or Marathi) are used.",
     )
     parser.add_argument("--adapter", metavar="A", help="LoRA adapter directory or Hub id")
@@ -27,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ggml-formats", default="f16,q8_0", metavar="LIST",
                         help=f"ggml: comma-separated files to write, of {', '.join(GGML_FORMATS)} (default f16,q8_0)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (must not hold files)")
-    parser.add_argument("--margin", type=float, default=1.0, help="largest WER difference allowed, in points")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="WER difference tolerated, in points, beyond what the clips' sampling explains (default 1)")
     parser.add_argument("--clips", metavar="DIR", help="folder with metadata.csv (file_name,text) and the audio")
     parser.add_argument("--force", action="store_true", help="replace DIR if it already holds files")
     parser.set_defaults(func=run)

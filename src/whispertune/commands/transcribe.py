@@ -14,6 +14,7 @@ from ..inference.subtitles import FORMATS, render
 from .arg_types import BATCH_SIZE, NEW_TOKENS, float_in
 
 DEFAULT_MODEL = "embedded:whisper-base"
+SUBTITLE_FORMATS = ("srt", "vtt")  # decoded with timestamp tokens
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="transcribe audio files (any format, rate, channels, length) to txt/json/srt/vtt",
         description="Transcribe audio files with a model, or a LoRA adapter on its base. Audio longer than 30 s "
         "is cut into overlapping 30 s windows whose texts are merged. A file that cannot be read is reported "
-        "on stderr and the others go on; the exit code is 1 if any file failed.",
+        "on stderr and the others go on; the exit code is 1 if any file failed. srt and vtt are decoded with "
+        "Whisper's timestamp tokens: cues start and end where the model heard the speech (a window without valid "
+        "timestamps is timed by an estimate, said on stderr).",
     )
     parser.add_argument("files", nargs="+", metavar="FILES", help="audio files (wav, flac, mp3, ogg, ...)")
     parser.add_argument("--model", metavar="M", help=f"Hub id, directory or embedded:NAME (default: the "
@@ -70,13 +73,17 @@ def run(args: argparse.Namespace) -> int:
     transcripts = transcribe(
         args.files, model, args.adapter,
         load=LoadOptions(quantization=args.quantization, device=args.device, language=args.language, task=args.task),
-        decoding=DecodingOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens),
+        decoding=DecodingOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                 timestamps=args.format in SUBTITLE_FORMATS),
         chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
     )
     ok = [t for t in transcripts if t.error is None]
     for t in transcripts:
         if t.error is not None:
             print(f"whispertune: error: {t.error}", file=sys.stderr)
+        elif t.untimed_windows:
+            print(f"whispertune: {t.path}: {t.untimed_windows} window(s) without valid timestamp tokens; their cue "
+                  "times are estimated from the characters spoken", file=sys.stderr)
     if out_dir is not None:
         for t, path in zip(ok, _output_paths([t.path for t in ok], out_dir, args.format)):
             write_file_atomically(path, render(t, args.format))

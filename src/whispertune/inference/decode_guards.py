@@ -89,13 +89,15 @@ def guarded_generate(
     autocast: bool = True,
     guard: bool = True,
     seed: int = 0,
+    options: dict | None = None,
 ) -> GuardedBatch:
     """`generate_batch` with the token limit of the batch's longest clip (`seconds`, when known) and, with
     `guard`, the repetition guard. `guard=False` still reports which outputs loop. `encoded`: `features` are
-    encoder outputs (see `generate_batch`)."""
+    encoder outputs (see `generate_batch`). `options` go to every generate call (prompt, timestamps, sampling;
+    the fallback's own temperature replaces a sampled first decode's)."""
     limit = token_limit(max(seconds) if seconds else None, max_new_tokens)
     out = generate_batch(loaded, features, encoded=encoded, max_new_tokens=limit, num_beams=num_beams,
-                         autocast=autocast)
+                         autocast=autocast, options=options)
     looped = [is_looping(t) for t in out.texts]
     result = GuardedBatch(out, looped, list(looped), [0.0] * len(looped))
     if not guard or not any(looped):
@@ -111,7 +113,7 @@ def guarded_generate(
             torch.manual_seed(seed + attempt)
             again = generate_batch(loaded, feats[pending], encoded=encoded, max_new_tokens=limit, num_beams=1,
                                    autocast=autocast,
-                                   options={"do_sample": True, "temperature": temperature})
+                                   options={**(options or {}), "do_sample": True, "temperature": temperature})
         result.redecoded += len(pending)
         out.new_tokens += again.new_tokens
         for slot, i in enumerate(pending):
@@ -119,5 +121,7 @@ def guarded_generate(
             if loops and ratio >= ratios[i]:
                 continue  # no better than what is kept
             out.texts[i], out.sequences[i], ratios[i] = text, again.sequences[slot], ratio
+            if out.segments is not None and again.segments is not None:
+                out.segments[i] = again.segments[slot]
             result.still_looping[i], result.temperatures[i] = loops, temperature
     return result

@@ -191,6 +191,9 @@ class Generated:
     sequences: list[list[int]]
     languages: list[str | None]
     new_tokens: int = 0  # tokens generated for the batch (up to and including each end token)
+    # with options return_segments=True: transformers' segments of each clip ({"start", "end", "tokens"}, in
+    # seconds from the clip's start), split at the timestamp tokens the model emitted
+    segments: list[list[dict[str, Any]]] | None = None
 
 
 def generate_batch(
@@ -207,8 +210,9 @@ def generate_batch(
 
     `encoded`: `inputs` are encoder outputs (B, frames, d_model) instead, e.g. those cached for frozen-encoder
     training (training/encoder_cache.py): the encoder is not run again. `options` go to `model.generate` as
-    well: `do_sample`/`temperature` (the repetition guard's fallback), `return_timestamps=True` (the sequences
-    then hold the timestamp tokens and a prompt without `<|notimestamps|>`).
+    well: `do_sample`/`temperature` (sampling; the repetition guard's fallback), `prompt_ids` (previous-text
+    conditioning, never part of the output), `return_timestamps=True` (the sequences then hold the timestamp
+    tokens and a prompt without `<|notimestamps|>`), with `return_segments=True` also the segments.
 
     Quantized bases on CUDA run under `torch.autocast` in their compute dtype (fp16 inputs reach the
     int8 matmuls as bitsandbytes expects); elsewhere the model's own dtype is used.
@@ -235,6 +239,11 @@ def generate_batch(
         # No return_dict_in_generate: with it, transformers 5 copies every layer's KV cache of every clip
         # to the CPU and back (15 GiB a batch of 64 on large-v2); that made evaluation 13x slower.
         new = model.generate(**model_inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+    segments = None
+    if isinstance(new, dict):  # return_segments: {"sequences", "segments"}
+        segments = [[{"start": float(s["start"]), "end": float(s["end"]), "tokens": s["tokens"].tolist()}
+                     for s in clip] for clip in new["segments"]]
+        new = new["sequences"]
     new_tokens = new.tolist()
     languages = kwargs.get("language")
     if not isinstance(languages, list):
@@ -246,7 +255,7 @@ def generate_batch(
     tokenizer = loaded.processor.tokenizer
     texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     return Generated(texts=texts, sequences=sequences, languages=[lang or None for lang in languages],
-                     new_tokens=sum(len(row) for row in generated))
+                     new_tokens=sum(len(row) for row in generated), segments=segments)
 
 
 def decoder_prompt(gen: Any, language: str | None, task: str | None, *, timestamps: bool = False) -> list[int]:

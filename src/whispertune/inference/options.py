@@ -48,13 +48,25 @@ class DecodingOptions:
     num_beams: int = 1
     # quantized bases on CUDA: run under torch.autocast in their compute dtype (no effect elsewhere)
     autocast: bool = True
+    # text that conditions decoding (Whisper's previous-text prompt, its last PROMPT_TOKENS tokens); never output
+    prompt: str | None = None
+    # 0: greedy (or beam) decoding; above 0 up to 1: sampling at this temperature, seeded by `seed`
+    temperature: float = 0.0
+    seed: int = 0
+    # decode with Whisper's timestamp tokens: segments (and subtitle cues) timed by the model
+    timestamps: bool = False
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 1.0:
+            raise UserError(f"temperature: got {self.temperature}, expected a number in [0, 1] (0: greedy)")
         if self.batch_size < 0:
             raise UserError(f"batch_size: got {self.batch_size}, expected a positive integer (or 0 for auto)")
         if self.max_new_tokens <= 0 or self.num_beams <= 0:
             raise UserError(f"max_new_tokens and num_beams must be positive integers, got {self.max_new_tokens} "
                             f"and {self.num_beams}")
+
+
+PROMPT_TOKENS = 224  # the prompt tokens kept (its end), as OpenAI's API keeps "the final 224 tokens"
 
 
 # On an 80-141 GB GPU; tokens/s of large-v2 rose with the batch up to 128-256 (docs/speed.md)

@@ -5,10 +5,13 @@ Writers take any object with `path`, `text`, `language`, `duration` and `segment
 
 Subtitles are sentence-length cues, not one per segment (a 30 s window is 150+ characters): each
 segment's words are cut at sentence ends, and wherever a cue would pass `MAX_CUE_SECONDS` or two lines
-of `LINE_CHARS` (the usual broadcast limits). The segment boundaries are the only times known (greedy
-decoding without timestamp tokens), so inside a segment the cue times are shared out in proportion to
-the characters spoken, at no less than `SLOWEST_CHARS_PER_SECOND`: each cue's start and end are an
-estimate; the first cue starts with its segment.
+of `LINE_CHARS` (the usual broadcast limits). Segments decoded with Whisper's timestamp tokens (`timed`,
+inference/timestamps.py) start and end where the model put them, and a segment too long for one cue has its
+time shared out among its cues in proportion to their characters, inside that segment only. Untimed segments
+(a decode without timestamps, or a window whose timestamps were not valid) span their whole window: their
+cue times are shared out the same way but at no less than `SLOWEST_CHARS_PER_SECOND` (a short text over a
+long window is speech plus silence), so each cue's start and end are an estimate; the first cue starts with
+its segment.
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ def _lines(text: str) -> list[str]:
     return textwrap.wrap(text, LINE_CHARS, break_long_words=True, break_on_hyphens=False)
 
 
-def split_segment(start: float, end: float, text: str) -> list[Cue]:
-    """`text` spoken from `start` to `end` as cues of at most MAX_CUE_SECONDS and MAX_LINES x LINE_CHARS."""
+def split_segment(start: float, end: float, text: str, timed: bool = False) -> list[Cue]:
+    """`text` spoken from `start` to `end` as cues of at most MAX_CUE_SECONDS and MAX_LINES x LINE_CHARS;
+    `timed`: `start` and `end` are where the speech is (else a window holding it, see the module doc)."""
     words = text.split()
     if not words:
         return []  # a cue with no text would show an empty subtitle
-    # a short text over a long window is speech plus silence: timed at a slow speaking rate, not spread out
-    per_char = min(max(end - start, 0.0) / max(1, len(" ".join(words))), 1 / SLOWEST_CHARS_PER_SECOND)
+    per_char = max(end - start, 0.0) / max(1, len(" ".join(words)))
+    if not timed:  # a short text over a long window is speech plus silence: a slow speaking rate, not spread out
+        per_char = min(per_char, 1 / SLOWEST_CHARS_PER_SECOND)
     cues: list[Cue] = []
     current: list[str] = []
     offset = 0  # characters of the segment before `current`
@@ -79,7 +84,8 @@ def split_segment(start: float, end: float, text: str) -> list[Cue]:
 
 
 def _cues(transcript: Any) -> list[Cue]:
-    return [cue for s in transcript.segments for cue in split_segment(s.start, s.end, s.text)]
+    return [cue for s in transcript.segments
+            for cue in split_segment(s.start, s.end, s.text, timed=getattr(s, "timed", False))]
 
 
 def to_txt(transcript: Any) -> str:

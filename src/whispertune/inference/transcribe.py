@@ -9,7 +9,10 @@ half from the later one, and the fragments beyond it (words cut at a window's ed
 is lost at the 30 s mark.
 
 Segments are per window: each covers the window's own span (overlaps split in the middle), so
-subtitle cues are at most `chunk_seconds - overlap_seconds` long. Windows whose loudest 30 ms frame
+subtitle cues are at most `chunk_seconds - overlap_seconds` long. With `DecodingOptions(timestamps=True)`
+segments are those of Whisper's timestamp tokens instead (inference/timestamps.py, `timed` set), for each
+window whose timestamps are valid; the others keep the window segment and are counted in
+`Transcript.untimed_windows`. Windows whose loudest 30 ms frame
 is below `SILENCE_RMS` are not transcribed (Whisper invents text on silence). Languages written
 without spaces are merged by whole window texts only (no word to align on).
 
@@ -24,16 +27,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..data.audio import SAMPLE_RATE, audio_seconds, stream_audio
 from ..errors import AudioError, ConfigError
+from ..model.parts import base_model
 from .decode_guards import guarded_generate
 from .generation import Loaded, check_decoding, load_for_inference
 from .normalize import normalize_text
-from .options import DecodingOptions, LoadOptions, resolve_batch_size
+from .options import PROMPT_TOKENS, DecodingOptions, LoadOptions, resolve_batch_size
+from .timestamps import TimedPiece, kept_pieces, timed_pieces
 
 SILENCE_RMS = 0.003  # about -50 dBFS
 _FRAME = 480  # 30 ms at 16 kHz
@@ -44,6 +51,7 @@ class Segment:
     start: float
     end: float
     text: str
+    timed: bool = False  # start and end are Whisper's timestamp tokens (else the window's span)
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     duration: float = 0.0
     error: str | None = None  # set when the file could not be transcribed (text then empty)
+    untimed_windows: int = 0  # decoded with timestamps but without valid ones: timed by the estimate
 
 
 @dataclass
@@ -147,16 +156,35 @@ def find_overlap(previous: list[str], following: list[str], language: str | None
     return tail_start + i + half, j + half
 
 
-def merge_windows(texts: list[str], windows: list[Window], language: str | None) -> list[Segment]:
-    """One segment per non-empty window, with the words both neighbours heard kept only once."""
+def merge_windows(texts: list[str], windows: list[Window], language: str | None,
+                  timed: list[list[TimedPiece] | None] | None = None) -> list[Segment]:
+    """One segment per non-empty window, with the words both neighbours heard kept only once; a window with
+    `timed` pieces (its text is theirs) gives one timed segment per piece instead."""
     words = [t.split() for t in texts]
+    first = [0] * len(words)  # the first word of each window still kept
     for i in range(1, len(words)):
         if not words[i - 1] or not words[i]:
             continue
         cut = find_overlap(words[i - 1], words[i], language)
         if cut is not None:
             words[i - 1], words[i] = words[i - 1][: cut[0]], words[i][cut[1] :]
-    return [Segment(w.own_start, w.own_end, " ".join(ws)) for w, ws in zip(windows, words) if ws]
+            first[i] += cut[1]
+    segments: list[Segment] = []
+    for j, (w, ws) in enumerate(zip(windows, words)):
+        pieces = timed[j] if timed else None
+        if not ws:
+            continue
+        if pieces is None:
+            segments.append(Segment(w.own_start, w.own_end, " ".join(ws)))
+            continue
+        for start, end, text in kept_pieces(pieces, w.start / SAMPLE_RATE, first[j], first[j] + len(ws)):
+            if segments and start < segments[-1].end:  # neighbouring windows' times overlap: no cue may
+                if segments[-1].timed:
+                    start = segments[-1].end
+                else:  # an untimed window's span is a guess: it gives way to the model's time
+                    segments[-1].end = max(segments[-1].start, start)
+            segments.append(Segment(start, max(start, end), text, timed=True))
+    return segments
 
 
 def transcribe(
@@ -182,10 +210,13 @@ def transcribe(
     if loaded is None:
         loaded = load_for_inference(model, adapter, load)
     check_decoding(loaded, decoding.max_new_tokens, decoding.num_beams)
+    options, max_new_tokens = _generate_options(loaded, decoding)
+    timestamp_begin = int(loaded.model.generation_config.no_timestamps_token_id) + 1 if decoding.timestamps else 0
     batch_size = resolve_batch_size(decoding.batch_size, loaded.info.get("device", "cpu"))
     transcripts = [Transcript(str(path), "", loaded.info.get("language")) for path in files]
     texts: list[list[str]] = [[] for _ in files]
     detected: list[list[str]] = [[] for _ in files]
+    timed: list[list[list[TimedPiece] | None]] = [[] for _ in files]
     pending: list[tuple[int, int, np.ndarray, float]] = []  # (file, window, samples, seconds of new audio)
     extractor = loaded.processor.feature_extractor
     bar = tqdm(total=round(sum(audio_seconds(p) or 0.0 for p in files), 1), desc="transcribe", unit="s",
@@ -195,10 +226,19 @@ def transcribe(
         if not pending:
             return
         feats = extractor([p[2] for p in pending], sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        generated = guarded_generate(loaded, feats, seconds=[len(p[2]) / SAMPLE_RATE for p in pending],
-                                     max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
-                                     autocast=decoding.autocast, guard=guard).generated
-        for (t, j, _, _), text, lang in zip(pending, generated.texts, generated.languages):
+        device = torch.device(loaded.info.get("device", "cpu"))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(decoding.seed)  # sampling (temperature > 0) is reproducible for the same inputs
+            generated = guarded_generate(loaded, feats, seconds=[len(p[2]) / SAMPLE_RATE for p in pending],
+                                         max_new_tokens=max_new_tokens, num_beams=decoding.num_beams,
+                                         autocast=decoding.autocast, guard=guard, seed=decoding.seed,
+                                         options=options).generated
+        for k, ((t, j, piece, _), text, lang) in enumerate(zip(pending, generated.texts, generated.languages)):
+            if generated.segments is not None:
+                timed[t][j] = timed_pieces(generated.segments[k], timestamp_begin, len(piece) / SAMPLE_RATE,
+                                           loaded.processor.tokenizer)
+                transcripts[t].untimed_windows += timed[t][j] is None
+                text = " ".join(w for p in timed[t][j] or [] for w in p.words) or text
             texts[t][j] = text
             if lang:
                 detected[t].append(lang)
@@ -211,6 +251,7 @@ def transcribe(
         try:
             for j, (start, piece) in enumerate(stream_windows(stream_audio(path, SAMPLE_RATE), chunk, step)):
                 texts[t].append("")
+                timed[t].append(None)
                 seconds, done = (start + len(piece) - done) / SAMPLE_RATE, start + len(piece)
                 if is_silent(piece):
                     bar.update(seconds)
@@ -231,8 +272,26 @@ def transcribe(
             continue
         transcript.duration = lengths[t] / SAMPLE_RATE
         transcript.segments = merge_windows(texts[t], plan_windows(lengths[t], chunk_seconds, overlap_seconds),
-                                            transcript.language)
+                                            transcript.language, timed[t])
         transcript.text = " ".join(s.text for s in transcript.segments)
         if transcript.language is None and detected[t]:
             transcript.language = max(set(detected[t]), key=detected[t].count)
     return transcripts
+
+
+def _generate_options(loaded: Loaded, decoding: DecodingOptions) -> tuple[dict[str, Any], int]:
+    """`model.generate` options for `decoding`'s prompt, sampling and timestamps, and the new tokens allowed
+    (the prompt takes decoder positions: 448 in all)."""
+    options: dict[str, Any] = {}
+    max_new_tokens = decoding.max_new_tokens
+    if decoding.prompt and decoding.prompt.strip():
+        ids = loaded.processor.get_prompt_ids(decoding.prompt.strip(), return_tensors="pt")
+        ids = torch.cat([ids[:1], ids[1:][-PROMPT_TOKENS:]])  # <|startofprev|> and the prompt's end
+        options["prompt_ids"] = ids.to(loaded.info.get("device", "cpu"))
+        positions = int(base_model(loaded.model).config.max_target_positions)
+        max_new_tokens = min(max_new_tokens, positions - len(ids) - 4)  # 4: start, language, task, timestamps
+    if decoding.temperature > 0:
+        options.update(do_sample=True, temperature=decoding.temperature)
+    if decoding.timestamps:
+        options.update(return_timestamps=True, return_segments=True)
+    return options, max_new_tokens

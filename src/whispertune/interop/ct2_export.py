@@ -2,8 +2,8 @@
 
 `export_ct2` runs CTranslate2's own transformers converter, then transcribes a few clips with both the
 transformers model and faster-whisper on the export (`parity.check_parity`) and refuses the export
-(`ParityError`, exit 2) when their WERs differ by more than `margin` points. Each output directory
-gets a `whispertune.json` (what it is, base, language, task) that `hub.push` reads.
+(`ParityError`, exit 2) when the clips show their WERs differ by more than `margin` points (parity.py). Each
+output directory gets a `whispertune.json` (what it is, base, language, task) that `hub.push` reads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..pretrained.embedded import resolve_model_name
 from ..training.model_card import write_card
 from .clients import faster_whisper_client
 from .merge import merge, prepare_out_dir
-from .parity import Clip, ParityReport, check_parity, default_clips, enforce_parity, read_clips
+from .parity import DEFAULT_MARGIN, Clip, ParityReport, check_parity, check_request, default_clips, enforce_parity
 
 CT2_QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
 FASTER_WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
@@ -51,8 +51,8 @@ def _write_missing_files(out: Path, model_dir: str, code: str | None, task: str)
 
 
 def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
-               quantization: str = "int8", clips: str | Path | Sequence[Clip] | None = None, margin: float = 1.0,
-               overwrite: bool = False, max_new_tokens: int = 255) -> ExportResult:
+               quantization: str = "int8", clips: str | Path | Sequence[Clip] | None = None,
+               margin: float = DEFAULT_MARGIN, overwrite: bool = False, max_new_tokens: int = 255) -> ExportResult:
     """Export `model` (or `adapter` merged into its base) to a faster-whisper directory, checked for parity."""
     import torch
     from ctranslate2.converters import TransformersConverter
@@ -61,14 +61,8 @@ def export_ct2(out_dir: str | Path, *, adapter: str | Path | None = None, model:
 
     if quantization not in CT2_QUANTIZATIONS:
         raise UserError(f"quantization: got {quantization!r}, expected one of {', '.join(CT2_QUANTIZATIONS)}")
-    if margin < 0:
-        raise UserError(f"margin must be >= 0 WER points, got {margin}")
-    if adapter is None and model is None:
-        raise UserError("nothing to export: give an adapter or a model")
     start = time.perf_counter()
-    given = None if clips is None else read_clips(clips) if isinstance(clips, (str, Path)) else list(clips)
-    if given is not None and not given:
-        raise UserError("no clips for the parity check")
+    given = check_request(adapter, model, margin, clips)
     out = prepare_out_dir(out_dir, overwrite)
     with tempfile.TemporaryDirectory(prefix="whispertune-merge-") as tmp:
         if adapter is not None:

@@ -3,8 +3,8 @@
 `export_ggml` writes `ggml-model-<format>.bin` for each format (f16, q8_0, q5_0; interop/ggml_format.py)
 from the checkpoint's own weights, then transcribes the parity clips with whisper.cpp itself
 (pywhispercpp, its own audio front end) and with whispertune, and refuses the export (`ParityError`)
-when a variant's WER differs by more than `margin` points. The directory gets `whispertune.json`,
-`parity.json` and a model card.
+when the clips show a variant's WER differs by more than `margin` points (parity.py). The directory gets
+`whispertune.json`, `parity.json` and a model card.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from ..training.model_card import write_card
 from .clients import whispercpp_client
 from .ggml_format import FORMATS, write_ggml
 from .merge import merge, prepare_out_dir
-from .parity import Clip, ParityReport, compare, default_clips, enforce_parity, read_clips, transformers_texts
+from .parity import (
+    DEFAULT_MARGIN,
+    Clip,
+    ParityReport,
+    check_request,
+    compare,
+    default_clips,
+    enforce_parity,
+    transformers_texts,
+)
 
 DEFAULT_FORMATS = ("f16", "q8_0")  # q5_0 on request: measured further from transformers (docs/deploy.md)
 
@@ -73,21 +82,15 @@ def _write_file(path: Path, model_dir: str, fmt: str) -> Path:
 
 def export_ggml(out_dir: str | Path, *, adapter: str | Path | None = None, model: str | None = None,
                 formats: Sequence[str] = DEFAULT_FORMATS, clips: str | Path | Sequence[Clip] | None = None,
-                margin: float = 1.0, overwrite: bool = False, max_new_tokens: int = 255) -> GgmlExport:
+                margin: float = DEFAULT_MARGIN, overwrite: bool = False, max_new_tokens: int = 255) -> GgmlExport:
     """Export `model` (or `adapter` merged into its base) to GGML files for whisper.cpp, checked for parity."""
     from ..languages import language_code, language_fields  # lazy: `whispertune --help` imports this module
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"ggml format: got {', '.join(unknown) or 'none'}, expected some of {', '.join(FORMATS)}")
-    if margin < 0:
-        raise UserError(f"margin must be >= 0 WER points, got {margin}")
-    if adapter is None and model is None:
-        raise UserError("nothing to export: give an adapter or a model")
     start = time.perf_counter()
-    given = None if clips is None else read_clips(clips) if isinstance(clips, (str, Path)) else list(clips)
-    if given is not None and not given:
-        raise UserError("no clips for the parity check")
+    given = check_request(adapter, model, margin, clips)
     out = prepare_out_dir(out_dir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whispertune-merge-") as tmp:

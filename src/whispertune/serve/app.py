@@ -4,12 +4,20 @@ web page at `/` to upload or record audio.
 Every error is a 4xx with OpenAI's error body `{"error": {"message", "type", "param", "code"}}`, which the
 official `openai` client turns into its BadRequestError / NotFoundError / APIStatusError: an upload over
 `max_file_bytes` is 413 (refused from its Content-Length before it is read when the header says so), audio
-longer than `max_seconds`, undecodable or shorter than 0.1 s is 400, an unknown model 404.
+longer than `max_seconds`, undecodable or shorter than 0.1 s is 400, a temperature outside [0, 1] is 400, an
+unknown model 404.
+
+`prompt` conditions decoding as Whisper's previous text; `temperature` above 0 samples, seeded by the
+form field `seed` (an extension: OpenAI's API has none; the openai client sends it with
+`extra_body={"seed": N}`), else by a fresh random seed. srt, vtt and verbose_json are decoded with timestamp
+tokens, so their segments and cues are timed by the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -26,10 +34,12 @@ from starlette.exceptions import HTTPException
 from ..data.audio import SAMPLE_RATE, audio_problem, load_audio
 from ..errors import AudioError, ConfigError
 from ..languages import language_code
+from .backends import RequestDecoding
 from .batcher import Batcher
-from .responses import RESPONSE_FORMATS, transcription_response
+from .responses import RESPONSE_FORMATS, TIMED_FORMATS, transcription_response
 
 MULTIPART_SLACK = 1 << 20  # form fields and boundaries on top of the file, when judging a Content-Length
+log = logging.getLogger("whispertune.serve")
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def decoded_upload(data: bytes, filename: str, limits: Limits, out: Path) -> Pat
 
 
 def _check_request(model: str, names: tuple[str, ...], response_format: str, temperature: float,
-                   prompt: str | None, language: str | None, multilingual: bool) -> str | None:
+                   language: str | None, multilingual: bool) -> str | None:
     """The request's language code, or ApiError for the first field this server cannot honour."""
     if model not in names:
         raise ApiError(404, f"model {model!r} is not served here; available: {', '.join(names)}", "model",
@@ -80,11 +90,6 @@ def _check_request(model: str, names: tuple[str, ...], response_format: str, tem
                        "response_format", "invalid_value")
     if not 0.0 <= temperature <= 1.0:
         raise ApiError(400, f"temperature {temperature:g}: expected a number in [0, 1]", "temperature", "invalid_value")
-    if temperature > 0.0:
-        raise ApiError(400, f"temperature {temperature:g}: this server decodes greedily; send 0 (or leave it out)",
-                       "temperature", "unsupported_value")
-    if prompt:
-        raise ApiError(400, "prompt: not supported by this server yet; leave it out", "prompt", "unsupported_value")
     try:
         code = language_code(language)
     except ConfigError as exc:
@@ -145,18 +150,26 @@ def create_app(backend: Any, batcher: Batcher, names: tuple[str, ...], limits: L
         prompt: Annotated[str | None, Form()] = None,
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float, Form()] = 0.0,
+        seed: Annotated[int | None, Form()] = None,
     ):
-        code = _check_request(model, names, response_format, temperature, prompt, language, backend.multilingual)
+        code = _check_request(model, names, response_format, temperature, language, backend.multilingual)
+        # greedy: the seed plays no part (0, so that such requests batch together); sampled without a seed: random
+        seed = 0 if temperature == 0.0 else secrets.randbelow(2**31) if seed is None else seed
+        request = RequestDecoding(code, prompt.strip() if prompt and prompt.strip() else None, temperature, seed,
+                                  response_format in TIMED_FORMATS)
         data = await file.read(limits.max_file_bytes + 1)
         if len(data) > limits.max_file_bytes:
             raise _too_large(None, limits)
         filename = file.filename or "upload"
         with tempfile.TemporaryDirectory(prefix="whispertune-serve-") as tmp:
             path = await run_in_threadpool(decoded_upload, data, filename, limits, Path(tmp) / "audio.wav")
-            transcript = await asyncio.wrap_future(batcher.submit(path, code))
+            transcript = await asyncio.wrap_future(batcher.submit(path, request, alone=temperature > 0.0))
         if transcript.error:
             raise ApiError(500, f"{filename}: {transcript.error}", "file", "transcription_failed", "server_error")
-        return transcription_response(transcript, response_format)
+        if request.timestamps and transcript.untimed_windows:
+            log.warning("%s: %d window(s) without valid timestamp tokens; their segment and cue times are "
+                        "estimated", filename, transcript.untimed_windows)
+        return transcription_response(transcript, response_format, temperature=temperature)
 
     return app
 

@@ -1,19 +1,31 @@
 """What the server transcribes with: a base, adapter or merged model through `load_for_inference`, or a
 CTranslate2 export through faster-whisper (only when faster-whisper is installed; it is not a dependency).
 
-A backend takes 16 kHz mono files and a language code (None: the model's own, else detected per clip) and
-returns one `Transcript` per file; the batcher calls it from a single thread.
+A backend takes 16 kHz mono files and one request's `RequestDecoding` (language code, prompt, temperature and
+seed, timestamps) and returns one `Transcript` per file; the batcher calls it from a single thread.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UserError
 from ..inference.generation import Loaded, load_for_inference
 from ..inference.options import DecodingOptions, LoadOptions
 from ..inference.transcribe import Segment, Transcript, transcribe
+
+
+@dataclass(frozen=True)
+class RequestDecoding:
+    """How a request is decoded; requests share a model call only when these are equal."""
+
+    language: str | None = None  # None: the model's own, else detected per clip
+    prompt: str | None = None  # conditions decoding (Whisper's previous-text prompt), never in the transcript
+    temperature: float = 0.0  # 0: greedy; above 0: sampled with `seed`
+    seed: int = 0
+    timestamps: bool = False  # segments timed by Whisper's timestamp tokens (srt, vtt, verbose_json)
 
 
 class TransformersBackend:
@@ -23,11 +35,13 @@ class TransformersBackend:
         self.multilingual = bool(getattr(self.loaded.model.generation_config, "lang_to_id", None))
         self.device = str(self.loaded.info.get("device"))
 
-    def transcribe(self, paths: list[Path], language: str | None) -> list[Transcript]:
+    def transcribe(self, paths: list[Path], request: RequestDecoding) -> list[Transcript]:
         loaded = self.loaded
-        if language is not None:  # the request's language for this call; weights and processor are shared
-            loaded = Loaded(loaded.model, loaded.processor, {**loaded.info, "language": language})
-        transcripts = transcribe(paths, loaded=loaded, decoding=self.decoding, progress=False)
+        if request.language is not None:  # the request's language for this call; weights and processor are shared
+            loaded = Loaded(loaded.model, loaded.processor, {**loaded.info, "language": request.language})
+        decoding = replace(self.decoding, prompt=request.prompt, temperature=request.temperature, seed=request.seed,
+                           timestamps=request.timestamps)
+        transcripts = transcribe(paths, loaded=loaded, decoding=decoding, progress=False)
         for t in transcripts:
             if t.language is None and not self.multilingual:  # English-only models have no language token
                 t.language = "en"
@@ -41,8 +55,11 @@ def is_ct2_export(path: str) -> bool:
 
 
 class FasterWhisperBackend:
-    """A CTranslate2 export transcribed by faster-whisper itself (its own front end, greedy), one file at a time:
-    requests are queued like the others, but faster-whisper decodes each file on its own."""
+    """A CTranslate2 export transcribed by faster-whisper itself (its own front end and timestamps; prompt and
+    temperature are faster-whisper's `initial_prompt` and `temperature`), one file at a time: requests are queued
+    like the others, but faster-whisper decodes each file on its own. A sampled decode is not reproducible here:
+    CTranslate2 draws from a generator per worker thread, seeded once when the thread starts, so the request's
+    seed cannot reach it."""
 
     def __init__(self, path: str, device: str | None):
         if importlib.util.find_spec("faster_whisper") is None:
@@ -54,11 +71,12 @@ class FasterWhisperBackend:
         self.model = WhisperModel(path, device=self.device, compute_type="default")
         self.multilingual = bool(self.model.model.is_multilingual)
 
-    def transcribe(self, paths: list[Path], language: str | None) -> list[Transcript]:
+    def transcribe(self, paths: list[Path], request: RequestDecoding) -> list[Transcript]:
         results = []
         for path in paths:
-            segments, info = self.model.transcribe(str(path), language=language, beam_size=1, temperature=0.0)
-            segs = [Segment(s.start, s.end, s.text.strip()) for s in segments]
+            segments, info = self.model.transcribe(str(path), language=request.language, beam_size=1,
+                                                   temperature=request.temperature, initial_prompt=request.prompt)
+            segs = [Segment(s.start, s.end, s.text.strip(), timed=True) for s in segments]
             results.append(Transcript(str(path), " ".join(s.text for s in segs), info.language, segs,
                                       duration=float(info.duration)))
         return results

@@ -1,8 +1,10 @@
 """Concurrent requests grouped into one model call.
 
 Requests wait in a queue; one worker thread takes the first, then keeps collecting for `wait_seconds` (or until
-`max_batch` requests are in hand) and hands them to the backend together, one call per language (the language
-token is one setting of the whole call). The backend batches their 30 s windows into generate calls, so eight
+`max_batch` requests are in hand) and hands them to the backend together, one call per decoding setting (the
+language token, the prompt, timestamps and temperature are settings of a whole generate call): requests with
+different settings are never decoded together. A request submitted `alone` (a sampled one: its seed must give
+the same draws whatever else arrived with it) gets a call of its own. The backend batches their 30 s windows into generate calls, so eight
 clients sending short clips at once cost one forward pass instead of eight. One thread owns the model: requests
 never run the model concurrently, so nothing is shared between calls but the weights.
 """
@@ -12,26 +14,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RunBatch = Callable[[list[Path], str | None], list[Any]]  # (16 kHz wav files, language code) -> one result each
+RunBatch = Callable[[list[Path], Any], list[Any]]  # (16 kHz wav files, decoding settings) -> one result each
 
 
 @dataclass
 class _Job:
     path: Path
-    language: str | None
+    settings: Hashable
+    alone: bool = False
     future: Future = field(default_factory=Future)
 
 
 @dataclass
 class BatchStats:
     requests: int = 0
-    calls: int = 0  # backend calls (one per language per collected group)
+    calls: int = 0  # backend calls (one per decoding setting per collected group)
     largest_call: int = 0  # the most requests answered by one call
 
 
@@ -45,9 +48,10 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="whispertune-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, path: Path, language: str | None) -> Future:
-        """A future for the result of transcribing `path` (a 16 kHz mono file) in `language` (None: detect)."""
-        job = _Job(path, language)
+    def submit(self, path: Path, settings: Hashable, *, alone: bool = False) -> Future:
+        """A future for the result of transcribing `path` (a 16 kHz mono file) with decoding `settings` (handed
+        to the backend; requests with equal settings share calls unless `alone`)."""
+        job = _Job(path, settings, alone)
         self._queue.put(job)
         return job.future
 
@@ -78,20 +82,20 @@ class Batcher:
             if first is None:
                 return
             jobs, closed = self._collect(first)
-            by_language: dict[str | None, list[_Job]] = {}
+            groups: dict[Hashable, list[_Job]] = {}
             for job in jobs:
-                by_language.setdefault(job.language, []).append(job)
-            for language, group in by_language.items():
-                self._answer(group, language)
+                groups.setdefault((job.settings, id(job)) if job.alone else job.settings, []).append(job)
+            for group in groups.values():
+                self._answer(group, group[0].settings)
 
-    def _answer(self, group: list[_Job], language: str | None) -> None:
+    def _answer(self, group: list[_Job], settings: Hashable) -> None:
         # a request whose client went away was cancelled (its upload is deleted): skipped; the others can no
         # longer be cancelled, so setting their results cannot fail and stop this thread
         group = [job for job in group if job.future.set_running_or_notify_cancel()]
         if not group:
             return
         try:
-            results = self._run([job.path for job in group], language)
+            results = self._run([job.path for job in group], settings)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
             for job in group:
                 job.future.set_exception(exc)

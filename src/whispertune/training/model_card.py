@@ -143,12 +143,18 @@ print(asr({{"raw": audio, "sampling_rate": rate}}, generate_kwargs={{"num_beams"
 ```"""
 
 
+def _interval(parity: dict[str, Any]) -> str:
+    """The bootstrap interval of the WER difference the parity check decided on, when the report has one."""
+    low, high = parity.get("interval") or (None, None)
+    return "" if low is None else f"95% interval of the difference [{low:+.2f}, {high:+.2f}], "
+
+
 def _parity_lines(parity: dict[str, Any], fmt: str = "") -> list[str]:
     client, n = parity["client"], parity["n_clips"]
     what = f"`{fmt}` " if fmt else ""
     return ["", f"Export {what}parity through {client} (run on the export, its own audio front end) on {n} {parity['clips']} "
             f"clips: WER whispertune (transformers) {parity['wer_transformers']:.2f}, {client} {parity['wer_client']:.2f} "
-            f"(margin {parity['margin']:g}); identical transcripts {parity['identical']}/{n} "
+            f"({_interval(parity)}margin {parity['margin']:g}); identical transcripts {parity['identical']}/{n} "
             f"({100 * parity['identical'] / n:.0f}%)."]
 
 
