@@ -61,6 +61,8 @@ def test_choice_is_seeded_per_row_and_takes_its_share():
     assert picked != [TimestampChoice(0.5, seed=2).keeps(i) for i in ids]
     assert 0.45 < sum(picked) / len(ids) < 0.55
     assert not any(TimestampChoice(0.0).keeps(i) for i in ids) and all(TimestampChoice(1.0).keeps(i) for i in ids)
+    # a path id (a local row without an id column) counts by its file name: moving the corpus keeps the choice
+    assert [half.keeps(f"/a/{i}.wav") for i in ids] == [half.keeps(f"/elsewhere/b/{i}.wav") for i in ids]
 
 
 def test_timestamped_labels_are_valid_whisper_sequences(processor, tmp_path):

@@ -12,6 +12,7 @@ every epoch, whatever the order or the number of worker processes.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,10 @@ class TimestampChoice:
     def keeps(self, row_id: str) -> bool:
         if self.probability <= 0.0:
             return False
-        draw = int.from_bytes(hashlib.sha256(f"{self.seed}:{row_id}".encode()).digest()[:8], "big") / 2**64
+        # A local row without an id column has its clip's absolute path as id: keyed by the file name, the
+        # same rows are chosen wherever the corpus lies (moved, or built in another temporary directory).
+        key = os.path.basename(row_id) if os.path.isabs(row_id) else row_id
+        draw = int.from_bytes(hashlib.sha256(f"{self.seed}:{key}".encode()).digest()[:8], "big") / 2**64
         return draw < self.probability
 
     def settings(self) -> dict[str, Any] | None:
