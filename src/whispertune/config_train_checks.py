@@ -1,5 +1,6 @@
-"""Checks of what training keeps (`train.select_best`, `train.timestamp_probability`), called by
-`config.validate`: combinations under which the best checkpoint cannot be chosen are refused up front."""
+"""Checks of what training keeps and measures (`train.select_best`, `train.timestamp_probability`,
+`train.predict_with_generate`), called by `config.validate`: combinations that cannot run, or under which the
+best checkpoint cannot be chosen, are refused up front."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ def check_kept_training(train: Any, data: Any) -> None:
     if not (math.isfinite(p) and 0.0 <= p <= 1.0):
         raise ConfigError(f"train.timestamp_probability: got {p}, expected a number in [0, 1] (e.g. 0.5: half the "
                           "rows that carry segment times are trained with timestamp tokens)")
+    if train.predict_with_generate and train.cache_encoder_outputs:
+        # Whisper's generate reads the shape of a BaseModelOutput; the cache's collator passes a plain tuple
+        # (AttributeError: 'tuple' object has no attribute 'shape' at the first evaluation)
+        raise ConfigError("train.predict_with_generate does not run on cached encoder outputs "
+                          "(train.cache_encoder_outputs): drop one of them (eval loss is still measured)")
     if train.select_best != "no":
         _check_select_best(train, data)
 
@@ -33,10 +39,6 @@ def _check_select_best(train: Any, data: Any) -> None:
     if train.eval_strategy == "steps" and train.save_steps % eval_steps:
         raise ConfigError(f"{key}: train.save_steps ({train.save_steps}) must be a multiple of train.eval_steps "
                           f"({eval_steps}), so that every saved checkpoint has been evaluated")
-    if train.select_best in ("wer", "cer"):
-        if not train.predict_with_generate:
-            raise ConfigError(f"{key} is measured by decoding the eval split: set train.predict_with_generate: true "
-                              "(or train.select_best: loss)")
-        if train.cache_encoder_outputs:
-            raise ConfigError(f"{key}: evaluation by generation does not run on cached encoder outputs "
-                              "(train.cache_encoder_outputs); use train.select_best: loss or drop the cache")
+    if train.select_best in ("wer", "cer") and not train.predict_with_generate:
+        raise ConfigError(f"{key} is measured by decoding the eval split: set train.predict_with_generate: true "
+                          "(or train.select_best: loss)")
