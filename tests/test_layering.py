@@ -16,6 +16,7 @@ PACKAGE = ROOT / "src" / "whispertune"
 # a module or a subpackage (the subpackage's modules and its __init__).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("whispertune", "whispertune.errors", "whispertune.atomic_files", "whispertune.config",
+                    "whispertune.config_train_checks",
                     "whispertune.config_triage",
                     "whispertune.config_augment",
                     "whispertune.config_lora",

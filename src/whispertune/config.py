@@ -18,6 +18,7 @@ import yaml
 
 from .config_augment import AugmentConfig, check_augment
 from .config_lora import LoraConfig, check_lora
+from .config_train_checks import check_kept_training
 from .config_triage import check_triage
 from .config_values import coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
@@ -93,6 +94,8 @@ class TrainingConfig:
     cache_encoder_outputs: bool = False  # with freeze_encoder: run the encoder once per clip
     cache_cross_attention: bool = False  # also keep the decoder's cross-attention keys/values (18 MB a clip for base)
     predict_with_generate: bool = False  # WER by generation at each evaluation
+    select_best: Literal["no", "wer", "cer", "loss"] = "no"  # adapter/ = the checkpoint best by this eval metric
+    timestamp_probability: float = 0.0  # share of rows with segment times trained with timestamp tokens
     max_nonfinite_steps: int = 3  # stop after this many NaN/inf-loss steps in a row (each is skipped)
     seed: int = 42
     # a training.presets.PRESETS name or "auto" (CUDA: `lean`, unless freeze_encoder; CPU: the config as written)
@@ -234,6 +237,7 @@ def validate(cfg: Config) -> None:
     _check_ranges(cfg)
     check_triage(cfg.data)
     check_augment(cfg)
+    check_kept_training(cfg.train, cfg.data)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers

@@ -222,3 +222,33 @@ def _write(tmp_path: Path, sentences: list[str]) -> Path:
     path = tmp_path / "sentences.txt"
     path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.mark.synth
+def test_joined_clips_carry_segment_times_the_reader_takes(tmp_path):
+    from whispertune.config import DataConfig
+    from whispertune.data.sources import load_examples
+
+    report = synthesize_corpus(tmp_path / "j", sentences=SENTENCES[:5], splits=("train",), variants=2, seed=0,
+                               engines=("espeak-ng",), join_sentences=2, progress=False)
+    train = tmp_path / "j" / "train"
+    # sentences 1-2, 3-4 and 5 alone, two voices each; the sentence clips are gone, no metadata.csv
+    assert sorted(p.name for p in train.glob("*.wav")) == [f"j{i:04d}_v{v}.wav" for i in (1, 3, 5) for v in (0, 1)]
+    assert report.counts == {"train": 6} and not (train / "metadata.csv").exists()
+    rows = [json.loads(line) for line in (train / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    first = rows[0]
+    assert first["text"] == f"{SENTENCES[0]} {SENTENCES[1]}" and [s["text"] for s in first["segments"]] == SENTENCES[:2]
+    audio, _ = sf.read(train / first["file_name"], dtype="float32")
+    (a, b) = first["segments"]
+    assert a["start"] == 0.0 and 0.3 <= b["start"] - a["end"] <= 0.8  # a seeded pause between the sentences
+    assert b["end"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=1e-3)
+    gap = audio[int(a["end"] * SAMPLE_RATE) + 10 : int(b["start"] * SAMPLE_RATE) - 10]
+    assert np.abs(gap).max() == 0.0 and np.abs(audio[: int(a["end"] * SAMPLE_RATE)]).max() > 0.1
+    assert report.audio_seconds == pytest.approx(sum(r["seconds"] for r in rows), abs=0.05)
+    # one voice per joined clip; the folder reader returns the segments with each row
+    assert len({(r["voice"], r["rate"], r["pitch"]) for r in rows[:2]}) == 2
+    ds = load_examples(DataConfig(source="folder", path=str(tmp_path / "j")), "train")
+    assert ds[0]["segments"] == first["segments"] and ds[0]["text"] == first["text"]
+    again = synthesize_corpus(tmp_path / "j", sentences=SENTENCES[:5], splits=("train",), variants=2, seed=0,
+                              engines=("espeak-ng",), join_sentences=2, progress=False)
+    assert again.reused

@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "voice+variant) or marathi_NSK_diphone (Festival): a held-out voice's test set")
     parser.add_argument("--exclude-voices", metavar="NAMES", default="",
                         help="comma-separated voices never to use, e.g. mr+f4: hold a voice out of a training corpus")
+    parser.add_argument("--join", type=int_in(1, 10), default=1, metavar="N",
+                        help="join N consecutive sentences (one voice, short pauses) into each clip and write each "
+                        "sentence's start/end as the clip's segments in <split>/metadata.jsonl: a corpus for "
+                        "timestamp-preserving training (train.timestamp_probability; default: 1, no joining)")
     parser.add_argument("--engines", default="espeak-ng,festival", help="comma-separated engines (default: espeak-ng,festival)")
     parser.add_argument("--jobs", type=int_in(1, 256), default=2, help="clips synthesized in parallel (default: 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         voices=_names(args.voices) if args.voices else None,
         exclude_voices=_names(args.exclude_voices),
+        join_sentences=args.join,
     )
     print(report.summary())
     return 0

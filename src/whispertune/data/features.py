@@ -34,6 +34,7 @@ from ..errors import AudioError, UserError
 from .audio import SAMPLE_RATE, audio_problem, load_audio
 from .fingerprint import source_fingerprint
 from .report import DataReport, SkipLog
+from .timestamps import PLAIN, TimestampChoice, segments_problem, timestamped_labels
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Featurizer:
     """The per-row map function; picklable so worker processes can run it."""
 
     def __init__(self, processor: Any, language: str | None, task: str, max_label_length: int, max_duration_s: float,
-                 keep_audio: bool = False):
+                 keep_audio: bool = False, timestamps: TimestampChoice = PLAIN):
         self.feature_extractor = processor.feature_extractor
         if self.feature_extractor.sampling_rate != SAMPLE_RATE:
             raise UserError(f"feature extractor expects {self.feature_extractor.sampling_rate} Hz; Whisper uses {SAMPLE_RATE}")
@@ -78,6 +79,7 @@ class Featurizer:
         self.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
         self.max_label_length = max_label_length
         self.max_duration_s = max_duration_s
+        self.timestamps = timestamps  # which rows with segment times get timestamped labels (data/timestamps.py)
         self.num_frames = int(self.feature_extractor.nb_max_frames)
         self.keep_audio = keep_audio
         self.signal = "samples" if keep_audio else "input_features"
@@ -109,6 +111,7 @@ class Featurizer:
                 "max_duration_s": self.max_duration_s,
                 # only when on: the keys of the feature caches written before this option stay valid
                 **({"keep_audio": True} if self.keep_audio else {}),
+                **({"timestamps": self.timestamps.settings()} if self.timestamps.settings() else {}),
             },
             sort_keys=True,
             default=str,
@@ -139,7 +142,14 @@ class Featurizer:
         reason = audio_problem(samples, SAMPLE_RATE, min_seconds=0.1, max_seconds=self.max_duration_s)
         if reason:
             return {**out, "skip_reason": reason, "skip_detail": f"{out['duration']:.2f} s"}
-        labels = self.tokenizer(row["text"]).input_ids  # prefix tokens + text + <|endoftext|>
+        segments = row.get("segments")
+        problem = segments_problem(segments, out["duration"]) if segments else None
+        if problem:
+            return {**out, "skip_reason": "segments_past_end", "skip_detail": problem}
+        if segments and self.timestamps.keeps(row["id"]):
+            labels = timestamped_labels(self.tokenizer, segments, out["duration"])
+        else:
+            labels = self.tokenizer(row["text"]).input_ids  # prefix tokens + text + <|endoftext|>
         if len(labels) > self.max_label_length:
             return {**out, "skip_reason": "labels_too_long",
                     "skip_detail": f"{len(labels)} tokens > max_label_length {self.max_label_length}"}
@@ -150,7 +160,8 @@ class Featurizer:
 
 
 def _map(ds: Dataset, featurizer: Featurizer, num_proc: int, fingerprint: str) -> Dataset:
-    kwargs = dict(features=featurizer.features, remove_columns=["audio"], new_fingerprint=fingerprint,
+    dropped = ["audio"] + (["segments"] if "segments" in ds.column_names else [])
+    kwargs = dict(features=featurizer.features, remove_columns=dropped, new_fingerprint=fingerprint,
                   load_from_cache_file=False, desc="features")
     if num_proc > 1 and len(ds) > 1:
         try:
@@ -230,16 +241,18 @@ def prepare_split(
     max_samples: int | None = None,
     skip_log: SkipLog | None = None,
     keep_audio: bool = False,
+    timestamps: TimestampChoice = PLAIN,
 ) -> Dataset | IterableDataset:
     """Features and labels for `examples`; skipped rows go to `report` under `split`.
 
     `language`: a Whisper code (or None) as the caller resolved it. Columns: input_features (n_mels x 3000
-    float32), labels (prefix + text + <|endoftext|>), duration, id, text. `keep_audio`: `samples` (the 16 kHz
-    float32 audio) instead of input_features.
+    float32), labels (prefix + text + <|endoftext|>, or timestamped for the rows `timestamps` picks among
+    those with segment times), duration, id, text. `keep_audio`: `samples` (the 16 kHz float32 audio) instead of
+    input_features.
     Raises UserError when no example is usable.
     """
     report = report if report is not None else DataReport()
-    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s, keep_audio)
+    featurizer = Featurizer(processor, language, task, max_label_length, data.max_duration_s, keep_audio, timestamps)
     if isinstance(examples, IterableDataset):
         return _prepare_stream(examples, featurizer, report, split, max_samples, skip_log)
     if not report.has_split(split):

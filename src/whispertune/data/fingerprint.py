@@ -20,7 +20,8 @@ def source_fingerprint(examples: Dataset) -> str:
     if examples.cache_files:
         return examples._fingerprint
     digest = hashlib.sha256()
-    for row in examples.select_columns(["id", "audio", "text"]):
+    timed = "segments" in examples.column_names  # segment times (data/segments.py) change timestamped labels
+    for row in examples.select_columns(["id", "audio", "text"] + (["segments"] if timed else [])):
         audio = row["audio"] or {}
         if audio.get("bytes") is not None:
             stamp = hashlib.sha256(audio["bytes"]).hexdigest()
@@ -30,5 +31,6 @@ def source_fingerprint(examples: Dataset) -> str:
                 stamp = f"{st.st_size}:{st.st_mtime_ns}"
             except OSError:
                 stamp = "missing"
-        digest.update(json.dumps([row["id"], row["text"], audio.get("path"), stamp]).encode())
+        digest.update(json.dumps([row["id"], row["text"], audio.get("path"), stamp]
+                                 + ([row["segments"]] if timed else [])).encode())
     return digest.hexdigest()

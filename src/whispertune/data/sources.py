@@ -1,7 +1,8 @@
 """Read examples from a Hub dataset, a local audio folder, a JSONL manifest or a saved dataset.
 
 Every kind returns a dataset with exactly the columns `id` (str), `audio` (undecoded
-`{"path", "bytes"}`) and `text` (str). Rows that cannot be used (missing audio file, a manifest line
+`{"path", "bytes"}`) and `text` (str), and local data where a row has segment times (data/segments.py) a
+`segments` column too (None on rows without). Rows that cannot be used (missing audio file, a manifest line
 that is not JSON or not UTF-8, a missing value, a duplicate id) are skipped and counted in the
 `DataReport` under the split expression given; audio is decoded later, in `features`.
 """
@@ -21,6 +22,7 @@ from ..errors import AudioError, ConfigError, UserError
 from .audio import check_audio_path
 from .metadata import read_rows
 from .report import DataReport
+from .segments import SegmentError, row_segments
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ OUTPUT_FEATURES = datasets.Features({"id": Value("string"), "audio": Audio(decod
 LOCAL_FEATURES = datasets.Features(
     {"id": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}, "text": Value("string")}
 )
+# local rows when some carry segment times
+TIMED_FEATURES = datasets.Features({**LOCAL_FEATURES, "segments": datasets.List(
+    {"start": Value("float64"), "end": Value("float64"), "text": Value("string")})})
 METADATA_NAMES = ("metadata.csv", "metadata.tsv", "metadata.jsonl")
 # Values a `split` column may hold besides the splits a config names; anything else is reported, never guessed.
 STANDARD_SPLITS = ("train", "validation", "valid", "dev", "test", "eval")
@@ -88,7 +93,12 @@ def _local_rows(
         except AudioError as exc:  # missing, a directory, a loop or a name too long, an empty file
             report.skip(split, row_id, str(audio_path), exc.reason, f"{where}: {exc}")
             continue
-        out.append({"id": row_id, "audio": {"path": str(audio_path), "bytes": None}, "text": text})
+        try:
+            segments = row_segments(row, audio_path, where)
+        except SegmentError as exc:
+            report.skip(split, row_id, str(audio_path), exc.reason, str(exc))
+            continue
+        out.append({"id": row_id, "audio": {"path": str(audio_path), "bytes": None}, "text": text, "segments": segments})
     return out
 
 
@@ -262,7 +272,10 @@ def load_examples(data: DataConfig, split: str, report: DataReport | None = None
         if not rows:
             reason = report.main_reason(split) or "no rows"
             raise UserError(f"{root}: no usable examples in split {split!r} (main problem: {reason}; {report.summary_line()})")
-        return Dataset.from_list(rows, features=LOCAL_FEATURES)  # local metadata is small: never streamed
+        if any(row["segments"] for row in rows):  # local metadata is small: never streamed
+            return Dataset.from_list(rows, features=TIMED_FEATURES)
+        return Dataset.from_list([{k: v for k, v in row.items() if k != "segments"} for row in rows],
+                                 features=LOCAL_FEATURES)
     if data.source == "hub":
         ds = _load_hub(data, split)
     elif data.source == "disk":

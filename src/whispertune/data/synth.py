@@ -2,7 +2,8 @@
 
 Each sentence is spoken `variants` times with different voice settings drawn from the seed, turned
 into 16 kHz mono PCM16 wav, trimmed of long silences and optionally mixed with noise at a given SNR.
-`out_dir/<split>/metadata.csv` lists the clips; `out_dir/corpus.json`, written last, records the
+`out_dir/<split>/metadata.csv` lists the clips (with `join_sentences` > 1, joined clips with their segment
+times in `metadata.jsonl`: data/synth_join.py); `out_dir/corpus.json`, written last, records the
 settings so that a finished corpus with the same settings is reused instead of rebuilt.
 """
 
@@ -31,6 +32,7 @@ from ..errors import UserError
 from .audio import SAMPLE_RATE
 from .sentences import load_sentences
 from .synth_engines import Voice, check_engines, draw_voices, run_espeak, run_festival
+from .synth_join import group_start, join_split
 
 MANIFEST_VERSION = 1
 
@@ -128,7 +130,7 @@ def _synthesize_clip(job: dict, binaries: Mapping[str, str], noise_snr_db: float
     return len(audio) / SAMPLE_RATE, voice
 
 
-def _settings(language, by_split, variants, seed, noise_snr_db, engines, voices, exclude_voices) -> dict:
+def _settings(language, by_split, variants, seed, noise_snr_db, engines, voices, exclude_voices, join) -> dict:
     digest = hashlib.sha256(json.dumps(by_split, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
     settings = {
         "version": MANIFEST_VERSION, "language": language, "sentences_sha256": digest, "splits": list(by_split),
@@ -140,7 +142,13 @@ def _settings(language, by_split, variants, seed, noise_snr_db, engines, voices,
         settings["voices"] = sorted(voices)
     if exclude_voices:
         settings["exclude_voices"] = sorted(exclude_voices)
+    if join > 1:
+        settings["join_sentences"] = join
     return settings
+
+
+def _metadata_name(settings: dict) -> str:
+    return "metadata.jsonl" if settings.get("join_sentences", 1) > 1 else "metadata.csv"
 
 
 def _reuse(out_dir: Path, settings: dict) -> SynthReport | None:
@@ -148,7 +156,7 @@ def _reuse(out_dir: Path, settings: dict) -> SynthReport | None:
         manifest = json.loads((out_dir / "corpus.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if manifest.get("settings") != settings or not all((out_dir / s / "metadata.csv").is_file() for s in settings["splits"]):
+    if manifest.get("settings") != settings or not all((out_dir / s / _metadata_name(settings)).is_file() for s in settings["splits"]):
         return None
     return SynthReport(**{**manifest["report"], "out_dir": out_dir, "reused": True, "seconds": 0.0})
 
@@ -167,22 +175,25 @@ def synthesize_corpus(
     binaries: Mapping[str, str] | None = None,
     voices: Sequence[str] | None = None,
     exclude_voices: Sequence[str] = (),
+    join_sentences: int = 1,
 ) -> SynthReport:
     """Build (or reuse) a synthetic speech corpus in `out_dir`; see the module docstring.
 
     `binaries` overrides the program run for an engine (`{"festival": "/opt/bin/text2wave"}`); `voices` /
-    `exclude_voices` keep only / leave out voices by name (`mr+f4`, `marathi_NSK_diphone`; see `draw_voices`)."""
+    `exclude_voices` keep only / leave out voices by name (`mr+f4`, `marathi_NSK_diphone`; see `draw_voices`);
+    `join_sentences` > 1 joins that many consecutive sentences, spoken by one voice, into each clip."""
     start = time.monotonic()
     out_dir = Path(out_dir)
-    if variants < 1 or jobs < 1:
-        raise UserError(f"variants and jobs must be at least 1 (got variants={variants}, jobs={jobs})")
+    if variants < 1 or jobs < 1 or join_sentences < 1:
+        raise UserError(f"variants, jobs and join_sentences must be at least 1 (got variants={variants}, jobs={jobs}, "
+                        f"join_sentences={join_sentences})")
     if not splits:
         raise UserError("no splits to build")
     by_split = load_sentences(language, sentences, list(splits))
     if not any(by_split.values()):
         raise UserError(f"no sentences to synthesize for splits {', '.join(splits)}")
     usable, notes = check_engines(language, list(engines), binaries)
-    settings = _settings(language, by_split, variants, seed, noise_snr_db, usable, voices, exclude_voices)
+    settings = _settings(language, by_split, variants, seed, noise_snr_db, usable, voices, exclude_voices, join_sentences)
     reused = _reuse(out_dir, settings)
     if reused is not None:
         return reused
@@ -193,18 +204,23 @@ def synthesize_corpus(
         split_dir = out_dir / split
         split_dir.mkdir(parents=True, exist_ok=True)
         for old in split_dir.glob("*.wav"):
-            if re.fullmatch(r"\d{4,}_v\d+(\.part)?\.wav", old.name):  # clips of an earlier build
+            if re.fullmatch(r"j?\d{4,}_v\d+(\.part)?\.wav", old.name):  # clips of an earlier build
                 old.unlink()
         for index, text in enumerate(texts, 1):
-            for variant, voice in enumerate(draw_voices(language, split, index, variants, seed, list(usable), voices, exclude_voices)):
+            # a joined clip is spoken by one voice: its group's first sentence's (index itself when not joining)
+            first = group_start(index, join_sentences)
+            for variant, voice in enumerate(draw_voices(language, split, first, variants, seed, list(usable), voices, exclude_voices)):
                 name = f"{index:04d}_v{variant}.wav"
                 work.append({"split": split, "text": text, "voice": voice, "path": split_dir / name,
-                             "file_name": name, "noise_seed": [seed, zlib.crc32(split.encode()), index, variant]})  # fmt: skip
+                             "file_name": name, "noise_seed": [seed, zlib.crc32(split.encode()), index, variant],
+                             "index": index, "variant": variant, "work_index": len(work)})  # fmt: skip
 
     done: dict[int, tuple[float, Voice]] = {}  # work index -> (seconds, voice used)
     failures = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_synthesize_clip, job, usable, noise_snr_db): i for i, job in enumerate(work)}
+        # joined clips get their noise whole, pauses included (synth_join)
+        clip_snr = noise_snr_db if join_sentences == 1 else None
+        futures = {pool.submit(_synthesize_clip, job, usable, clip_snr): i for i, job in enumerate(work)}
         for future in tqdm(as_completed(futures), total=len(work), desc="synthesizing", unit="clip", disable=not progress):
             job = work[futures[future]]
             try:
@@ -214,9 +230,40 @@ def synthesize_corpus(
     if not done:
         raise UserError(f"no clip could be synthesized; first error: {failures[0]['error']}")
 
+    if join_sentences > 1:
+        counts, per_engine, seconds = _join(out_dir, by_split, work, done, join_sentences, seed, noise_snr_db, usable, notes)
+    else:
+        counts, per_engine = _write_metadata(out_dir, by_split, work, done, usable)
+        seconds = sum(d for d, _ in done.values())
+    failures.sort(key=lambda f: (f["split"], f["file_name"]))
+    report = SynthReport(out_dir, counts, per_engine, round(seconds, 2), failures,
+                         round(time.monotonic() - start, 2), notes=notes)  # fmt: skip
+    manifest = {"settings": settings, "report": {k: v for k, v in asdict(report).items() if k not in ("out_dir", "reused")}}
+    partial = out_dir / "corpus.json.part"
+    partial.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(partial, out_dir / "corpus.json")
+    return report
+
+
+def _join(out_dir, by_split, work, done, join, seed, noise_snr_db, usable, notes) -> tuple[dict, dict, float]:
+    counts, per_engine, seconds = {split: 0 for split in by_split}, {engine: 0 for engine in usable}, 0.0
+    noise = None if noise_snr_db is None else (lambda audio, rng: add_noise(audio, noise_snr_db, rng))
+    for split in by_split:
+        rows, split_notes = join_split(out_dir / split, split, [j for j in work if j["split"] == split], done, join,
+                                       seed, noise)
+        notes += split_notes
+        counts[split] = len(rows)
+        seconds += sum(r["seconds"] for r in rows)
+        for row in rows:
+            per_engine[row["engine"]] += 1
+    return counts, per_engine, seconds
+
+
+def _write_metadata(out_dir, by_split, work, done, usable) -> tuple[dict, dict]:
     counts = {split: 0 for split in by_split}
     per_engine = {engine: 0 for engine in usable}
     for split in by_split:
+        (out_dir / split / "metadata.jsonl").unlink(missing_ok=True)  # an earlier joined build's
         with open(out_dir / split / "metadata.csv", "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["file_name", "text", "engine", "voice", "rate", "pitch"])
@@ -226,11 +273,4 @@ def synthesize_corpus(
                     writer.writerow([job["file_name"], job["text"], v.engine, v.voice, v.rate, v.pitch])
                     counts[split] += 1
                     per_engine[v.engine] += 1
-    failures.sort(key=lambda f: (f["split"], f["file_name"]))
-    report = SynthReport(out_dir, counts, per_engine, round(sum(d for d, _ in done.values()), 2), failures,
-                         round(time.monotonic() - start, 2), notes=notes)  # fmt: skip
-    manifest = {"settings": settings, "report": {k: v for k, v in asdict(report).items() if k not in ("out_dir", "reused")}}
-    partial = out_dir / "corpus.json.part"
-    partial.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(partial, out_dir / "corpus.json")
-    return report
+    return counts, per_engine

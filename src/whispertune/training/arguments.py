@@ -36,6 +36,11 @@ def training_arguments(plan: Plan, has_eval: bool, generation_max_length: int | 
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
+        # train.select_best (config_train_checks refuses the combinations the Trainer cannot choose under);
+        # AtomicCheckpointTrainer keeps the best checkpoint's path pointing at the published directory
+        load_best_model_at_end=t.select_best != "no" and has_eval,
+        metric_for_best_model=f"eval_{t.select_best}" if t.select_best != "no" and has_eval else None,
+        greater_is_better=False if t.select_best != "no" and has_eval else None,
         logging_steps=t.logging_steps,
         bf16=precision == "bf16",
         fp16=precision == "fp16",

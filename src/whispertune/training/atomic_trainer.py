@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from transformers import Seq2SeqTrainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..model.parts import input_dtype
@@ -88,10 +89,24 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
                 self.adalora.write_into(staging / name)
         finally:
             self._staging_root = None
+        self._point_best_at_published(staging / name, root)
         barrier()
         if is_main():
             self._publish(staging / name, root / name)
         barrier()  # no rank goes on (and may save again) before the checkpoint is in place
+
+    def _point_best_at_published(self, staged: Path, root: Path) -> None:
+        """With `load_best_model_at_end`, the Trainer records the best checkpoint under the directory it wrote
+        to (the staging one, gone after the rename): point it at the published `checkpoint-N`, in the state and
+        in the staged trainer_state.json that a resume reads."""
+        step = self.state.best_global_step
+        if not step:
+            return
+        best = root / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        if step == self.state.global_step or best.is_dir():
+            self.state.best_model_checkpoint = str(best)
+            if self.args.should_save:
+                self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
 
     def _publish(self, written: Path, target: Path) -> None:
         """fsync the staged checkpoint, rename it into place, rotate old ones."""
@@ -106,4 +121,5 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
             shutil.rmtree(target)
         os.replace(written, target)
         shutil.rmtree(written.parent, ignore_errors=True)
-        rotate_checkpoints(target.parent, self.args.save_total_limit)
+        best = self.state.best_model_checkpoint
+        rotate_checkpoints(target.parent, self.args.save_total_limit, keep_also=Path(best) if best else None)

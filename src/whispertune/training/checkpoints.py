@@ -141,14 +141,25 @@ def finished_at(checkpoint: str, max_steps: int, num_epochs: float) -> int | Non
     return step if num_epochs <= float(state.get("num_train_epochs", 0)) else None
 
 
+def best_record(state, metric: str) -> dict | None:
+    """What metrics.json says of the checkpoint `train.select_best` chose (None when no evaluation had run):
+    the metric, its step, its score, the checkpoint's name."""
+    if not state.best_model_checkpoint:
+        return None
+    return {"metric": f"eval_{metric}", "step": state.best_global_step, "score": state.best_metric,
+            "checkpoint": Path(state.best_model_checkpoint).name}
+
+
 def full_weight_files(root: Path) -> list[Path]:
     """Full-model weight files anywhere under `root` (a checkpoint must hold none)."""
     return [p for p in root.rglob("*") if p.is_file() and FULL_WEIGHTS.match(p.name)]
 
 
-def rotate_checkpoints(root: Path, keep: int | None) -> None:
-    """Delete all but the newest `keep` complete checkpoints under `root` (None or 0: keep all)."""
+def rotate_checkpoints(root: Path, keep: int | None, keep_also: Path | None = None) -> None:
+    """Delete all but the newest `keep` complete checkpoints under `root` (None or 0: keep all) and `keep_also`
+    (the best one, with train.select_best)."""
     if keep is None or keep <= 0:
         return
     for old in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(old)
+        if keep_also is None or old.resolve() != keep_also.resolve():
+            shutil.rmtree(old)

@@ -26,6 +26,7 @@ from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
+from ..data.timestamps import TimestampChoice
 from ..data.triage import triage_training_split
 from ..errors import UserError
 from ..inference.generation import ADAPTER_META
@@ -38,6 +39,7 @@ from .atomic_trainer import AtomicCheckpointTrainer
 from .callbacks import DatasetEpoch, StageClock, callbacks
 from .checkpoints import (
     STAGING,
+    best_record,
     check_lora_matches,
     checkpoint_step,
     finished_at,
@@ -95,7 +97,8 @@ def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog
     else:
         examples = load_examples(cfg.data, cfg.data.train_split, report)
         train_ds = prepare_split(examples, processor, cfg.data, split=cfg.data.train_split,
-                                 max_samples=cfg.data.max_train_samples, keep_audio=cfg.augment.audio_on, **common)
+                                 max_samples=cfg.data.max_train_samples, keep_audio=cfg.augment.audio_on,
+                                 timestamps=TimestampChoice(cfg.train.timestamp_probability, cfg.train.seed), **common)
         # speaking-rate flags: recorded in the report, the rows dropped only with data.drop_flagged
         train_ds = triage_training_split(train_ds, examples, cfg.data, report, cfg.data.train_split)
         if cfg.augment.audio_on:
@@ -297,6 +300,8 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
     metrics = {"global_step": trainer.state.global_step, "train": output.metrics, "eval": eval_metrics,
                "final_train_loss": losses[-1] if losses else None, "precision": plan.precision, "device": plan.device,
                "seconds": {k: round(v, 2) for k, v in clock.seconds.items()}}
+    if cfg.train.select_best != "no":  # adapter/ holds this checkpoint's weights (the Trainer loaded them at the end)
+        metrics["best"] = best_record(trainer.state, cfg.train.select_best)
     write_file_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_card(adapter_dir)  # after metrics.json: the card shows the measured WER
 
