@@ -7,9 +7,9 @@ import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 
+from ..data.timestamps import TIME_PRECISION
 from .metrics import error_rates
 
-TIME_PRECISION = 0.02  # seconds per timestamp token step (Whisper's 20 ms)
 TIMESTAMP_TOLERANCE = 1.0  # seconds a last timestamp may lie past the clip's end
 ENGLISH_LETTER_SHARE = 0.9  # an output is English when this share of its letters is ASCII
 

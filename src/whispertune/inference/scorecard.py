@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
+from ..data.timestamps import timestamp_begin
 from ..errors import UserError
 from ..model.parts import input_dtype
 from .decode_guards import guarded_generate, token_limit
@@ -89,7 +90,7 @@ def detect_languages(loaded: Loaded, audios: Sequence[np.ndarray], batch_size: i
 def timestamp_validity(loaded: Loaded, audios: Sequence[np.ndarray], settings: ScorecardSettings) -> float:
     """% of outputs decoded with timestamps on whose timestamp tokens are valid (`timestamps_valid`)."""
     gen = loaded.model.generation_config
-    begin = int(gen.no_timestamps_token_id) + 1
+    begin = timestamp_begin(loaded.processor.tokenizer)
     valid = 0
     for batch in _batches(audios, settings.batch_size):
         seconds = [len(a) / SAMPLE_RATE for a in batch]

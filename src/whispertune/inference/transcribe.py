@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.audio import SAMPLE_RATE, audio_seconds, stream_audio
+from ..data.timestamps import timestamp_begin
 from ..errors import AudioError, ConfigError
 from ..model.parts import base_model
 from .decode_guards import guarded_generate
@@ -211,7 +212,7 @@ def transcribe(
         loaded = load_for_inference(model, adapter, load)
     check_decoding(loaded, decoding.max_new_tokens, decoding.num_beams)
     options, max_new_tokens = _generate_options(loaded, decoding)
-    timestamp_begin = int(loaded.model.generation_config.no_timestamps_token_id) + 1 if decoding.timestamps else 0
+    first_timestamp = timestamp_begin(loaded.processor.tokenizer) if decoding.timestamps else 0
     batch_size = resolve_batch_size(decoding.batch_size, loaded.info.get("device", "cpu"))
     transcripts = [Transcript(str(path), "", loaded.info.get("language")) for path in files]
     texts: list[list[str]] = [[] for _ in files]
@@ -235,7 +236,7 @@ def transcribe(
                                          options=options).generated
         for k, ((t, j, piece, _), text, lang) in enumerate(zip(pending, generated.texts, generated.languages)):
             if generated.segments is not None:
-                timed[t][j] = timed_pieces(generated.segments[k], timestamp_begin, len(piece) / SAMPLE_RATE,
+                timed[t][j] = timed_pieces(generated.segments[k], first_timestamp, len(piece) / SAMPLE_RATE,
                                            loaded.processor.tokenizer)
                 transcripts[t].untimed_windows += timed[t][j] is None
                 text = " ".join(w for p in timed[t][j] or [] for w in p.words) or text
