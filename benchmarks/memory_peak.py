@@ -100,9 +100,8 @@ class MemoryStages(TrainerCallback):
         if torch.cuda.is_available() and model is not None:
             params = list(model.parameters())
             self._params = {"frozen_weights": _bytes(p for p in params if not p.requires_grad),
-                            "lora_params": _bytes(p for p in params if p.requires_grad)}
-            buffers = _bytes(model.buffers())
-            self._params["buffers"] = buffers
+                            "lora_params": _bytes(p for p in params if p.requires_grad),
+                            "buffers": _bytes(model.buffers())}
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.step and torch.cuda.is_available():

@@ -194,3 +194,15 @@ def write_rate_corpus(root: Path) -> Path:
         lines.append(f'{row_id}.wav,"{text}",{row_id}')
     (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def write_espeak_folder(root: Path, texts: list[str]) -> Path:
+    """An audio folder of espeak-ng recordings `clip<i>.wav` of `texts` and its metadata.csv; returns `root`."""
+    import subprocess
+
+    lines = ["file_name,text"]
+    for i, text in enumerate(texts):
+        subprocess.run(["espeak-ng", "-w", str(root / f"clip{i}.wav"), text], check=True)
+        lines.append(f"clip{i}.wav,{text}")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

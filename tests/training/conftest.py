@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
+
+from tests.helpers import write_espeak_folder
 
 TEXTS = ["hello world", "good morning", "one two three", "the cat sat", "open the door", "blue sky"]
 
@@ -18,13 +19,7 @@ def speech_folder(tmp_path_factory) -> Path:
     """Six real speech clips (espeak-ng wav, 22.05 kHz) and a metadata.csv in audiofolder layout.
 
     Tests using it carry the `synth` marker (skipped without espeak-ng)."""
-    root = tmp_path_factory.mktemp("speech")
-    lines = ["file_name,text"]
-    for i, text in enumerate(TEXTS):
-        subprocess.run(["espeak-ng", "-w", str(root / f"clip{i}.wav"), text], check=True)
-        lines.append(f"clip{i}.wav,{text}")
-    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return write_espeak_folder(tmp_path_factory.mktemp("speech"), list(TEXTS))
 
 
 @pytest.fixture(scope="session")

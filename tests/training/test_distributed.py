@@ -22,7 +22,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from tests.helpers import make_tiny_whisper
+from tests.helpers import make_tiny_whisper, write_espeak_folder
 from whispertune.training.checkpoints import STAGING, checkpoint_step, is_complete
 
 pytestmark = pytest.mark.synth
@@ -33,14 +33,8 @@ ADAPTER_ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clips16")
-    lines = ["file_name,text"]
-    for i in range(16):
-        text = f"sample number {i} is spoken here"
-        subprocess.run(["espeak-ng", "-w", str(root / f"clip{i}.wav"), text], check=True)
-        lines.append(f"clip{i}.wav,{text}")
-    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+    return write_espeak_folder(tmp_path_factory.mktemp("clips16"),
+                               [f"sample number {i} is spoken here" for i in range(16)])
 
 
 @pytest.fixture(scope="module")
