@@ -31,6 +31,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import TrainerCallback
@@ -43,6 +44,7 @@ from memory_peak import MemoryStages, PeakBreakdown  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
+from whispertune.training import preset_surgery  # noqa: E402
 from whispertune.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +124,14 @@ def overrides(ctx, spec: dict, out: Path, audio: Path) -> list[str]:
     if not torch.cuda.is_available():  # CPU smoke test: presets do not apply, the reference's fp16/int8 cannot run
         items += ["train.precision=fp32", "quantization.mode=none"]
     return items + [x.replace(";", ",") for x in spec.get("set", "").split("|") if x]
+
+
+def compile_options(spec: dict):
+    """`compile_options=key:value;key:value`: an A/B row with the compiled layers' inductor options changed
+    (`training.preset_surgery.COMPILE_OPTIONS`, which every compiled preset uses); values are 0/1 or text."""
+    items = [x.split(":", 1) for x in spec.get("compile_options", "").split(";") if x]
+    values = {k: bool(int(v)) if v in ("0", "1") else v for k, v in items}
+    return mock.patch.dict(preset_surgery.COMPILE_OPTIONS, values)
 
 
 def train_row(ctx, spec: dict) -> dict:
@@ -255,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         torch._dynamo.reset()
         try:
-            record.update(KINDS[spec.get("kind", "train")](ctx, spec))
+            with compile_options(spec):
+                record.update(KINDS[spec.get("kind", "train")](ctx, spec))
         except Exception as exc:  # noqa: BLE001 - one failing row must not end the run
             record["error"] = f"{type(exc).__name__}: {exc}"[:500]
             traceback.print_exc()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|breakdown|torchrun CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|breakdown|fp8ab|torchrun CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -98,6 +98,19 @@ PY
     timeout 400 $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 20 \
       --spec kind=train,preset=auto,memory=stages,label=default-auto-memory-stages \
       --spec kind=harness,preset=lean,batch=24,label=harness-lean-b24 ;;
+  fp8ab)
+    # issue 12: which parts of bf16 decoding change with the batch (batch_invariance_probe.py); then LoRA dropout's
+    # mask drawn by ATen inside the compiled layers (preset_surgery.COMPILE_OPTIONS fallback_random, the default)
+    # against inductor's generated RNG (compile_options=fallback_random:0), next to the best plain config
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch base --results-dir "$out"
+    timeout 430 $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 \
+      --spec kind=train,preset=fast-fp8,batch=64,compile_options=fallback_random:0,label=fast-fp8-b64-inductor-rng \
+      --spec kind=train,preset=auto,label=default-auto \
+      --spec kind=train,preset=auto,compile_options=fallback_random:0,label=default-auto-inductor-rng \
+      --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 ;;
   torchrun)
     # issue 18 item 4: the reference config and the default preset, each run plainly and under torchrun with one
     # rank (the same train() through torch.distributed.run: process group, DDP wrapper, per-rank placement);

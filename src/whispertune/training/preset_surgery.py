@@ -100,13 +100,22 @@ def _install_layer_forwards(core: torch.nn.Module, preset: SpeedPreset, offload:
         layer.forward = _layer_forward(layer, compiled[key], checkpointed, preset.reentrant, layer_offload)
 
 
+# Inductor options for every compiled layer. fallback_random: LoRA's dropout draws its mask with ATen's
+# dropout kernel instead of inductor's generated one, which computes a whole Philox round per element (on an
+# H200 the encoder's LayerNorm + two LoRA dropouts took 1.4 ms per layer at batch 32, ~12 % of a `fast`
+# step with their backward; benchmarks/NOTES.md). The masks stay Bernoulli(p), drawn from torch's generator.
+COMPILE_OPTIONS = {"fallback_random": True}
+
+
 def _compiled_forward(layer_class: type, checkpointed: bool, mode: str):
+    # torch.compile takes a mode or options, not both: the mode's own options come first
+    options = {**torch._inductor.list_mode_options(mode), **COMPILE_OPTIONS}
     if checkpointed and mode == "default":
         # Inductor pads the strides of some buffers (comprehensive_padding: (12, 1500, 1) got stride 1504),
         # and on an H200 with torch 2.11 the backward of a checkpointed layer then met the recomputed,
         # unpadded tensor: "expected size 12==12, stride 1500==1504". Unpadded layouts both ways.
-        return torch.compile(layer_class.forward, options={"comprehensive_padding": False})
-    return torch.compile(layer_class.forward, mode=mode)
+        options["comprehensive_padding"] = False
+    return torch.compile(layer_class.forward, options=options)
 
 
 def _layer_forward(layer: torch.nn.Module, fn, checkpointed: bool, reentrant: bool,

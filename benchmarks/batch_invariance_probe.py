@@ -1,0 +1,88 @@
+"""Which parts of bf16 Whisper decoding change with the batch size, on this GPU (issue 12: batched `evaluate()`
+transcripts identical to unbatched decoding).
+
+For a randomly initialised Whisper of `--arch` in bf16 (the numerics, not the weights, are the question), each
+check computes one sample alone and the same sample inside a batch of `--batch` different samples, and reports
+the largest absolute difference of that sample's result (0.0 = bitwise identical):
+- `encoder`: the whole encoder (SDPA attention), sample 0 and sample `batch - 1`;
+- `linear-*`: one row through `F.linear` with the decoder's shapes (M = 1 vs M = batch rows: one decoding step);
+- `decoder-step`: logits of one decoder step with a KV cache (the step generation repeats per token).
+One JSON line per check goes to benchmarks/results/batch_invariance_probe.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import WhisperForConditionalGeneration
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="base")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
+    args = parser.parse_args(argv)
+    env, run_id, dev, b = common.environment(), uuid.uuid4().hex[:8], common.device(), args.batch
+    rows = []
+
+    def record(check: str, **values) -> None:
+        row = {"bench": "batch-invariance", "run_id": run_id, "arch": args.arch, "batch": b, "check": check,
+               **values, **env}
+        rows.append(row)
+
+    torch.manual_seed(0)
+    cfg = common.whisper_config(args.arch)
+    for impl in ("sdpa", "eager"):
+        cfg._attn_implementation = impl
+        model = WhisperForConditionalGeneration(cfg).to(dev, torch.bfloat16).eval()
+        feats = torch.randn(b, cfg.num_mel_bins, common.ENCODER_FRAMES, device=dev, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            enc = model.model.encoder(feats).last_hidden_state
+            for i in (0, b - 1):
+                alone = model.model.encoder(feats[i:i + 1]).last_hidden_state
+                record(f"encoder-{impl}", sample=i, max_abs_diff=max_diff(alone[0], enc[i]))
+            prompt = torch.tensor([common.PROMPT] * b, device=dev)
+            out = model(encoder_outputs=(enc,), decoder_input_ids=prompt, use_cache=True)
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            step = model(encoder_outputs=(enc,), decoder_input_ids=nxt, past_key_values=out.past_key_values,
+                         use_cache=True).logits[:, -1]
+            for i in (0, b - 1):
+                one = model(encoder_outputs=(enc[i:i + 1],), decoder_input_ids=prompt[i:i + 1], use_cache=True)
+                step1 = model(encoder_outputs=(enc[i:i + 1],), decoder_input_ids=nxt[i:i + 1],
+                              past_key_values=one.past_key_values, use_cache=True).logits[:, -1]
+                record(f"decoder-step-{impl}", sample=i, max_abs_diff=max_diff(step1[0], step[i]),
+                       prompt_logits_diff=max_diff(one.logits[0, -1], out.logits[i, -1]))
+        del model
+        common.free_memory()
+    d = cfg.d_model
+    for name, (k, n) in {"qkvo": (d, d), "fc1": (d, cfg.decoder_ffn_dim), "fc2": (cfg.decoder_ffn_dim, d),
+                         "lm-head": (d, cfg.vocab_size)}.items():
+        w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5
+        x = torch.randn(b, k, device=dev, dtype=torch.bfloat16)
+        for reduced in (True, False):
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = reduced
+            full = F.linear(x, w)
+            record(f"linear-{name}", reduced_precision_reduction=reduced,
+                   max_abs_diff=max(max_diff(F.linear(x[i:i + 1], w)[0], full[i]) for i in (0, b - 1)))
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+    for row in rows:
+        common.write_result("batch_invariance_probe", row, args.results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
