@@ -6,7 +6,8 @@ check computes one sample alone and the same sample inside a batch of `--batch` 
 the largest absolute difference of that sample's result (0.0 = bitwise identical):
 - `encoder`: the whole encoder (SDPA attention), sample 0 and sample `batch - 1`;
 - `linear-*`: one row through `F.linear` with the decoder's shapes (M = 1 vs M = batch rows: one decoding step);
-- `decoder-step`: logits of one decoder step with a KV cache (the step generation repeats per token).
+- `decoder-step`: logits of one decoder step with a KV cache (the step generation repeats per token), with
+  SDPA, eager attention, and whispertune's batch-invariant decoding (`inference/batch_invariant.py`).
 One JSON line per check goes to benchmarks/results/batch_invariance_probe.jsonl.
 """
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cfg = common.whisper_config(args.arch)
-    for impl in ("sdpa", "eager"):
-        cfg._attn_implementation = impl
+    for impl in ("sdpa", "eager", "whispertune"):
+        cfg._attn_implementation = "sdpa" if impl == "whispertune" else impl
+        torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg).to(dev, torch.bfloat16).eval()
+        if impl == "whispertune":  # what load_for_inference does by default (LoadOptions.batch_invariant)
+            make_batch_invariant(model)
+        torch.manual_seed(1)
         feats = torch.randn(b, cfg.num_mel_bins, common.ENCODER_FRAMES, device=dev, dtype=torch.bfloat16)
         with torch.inference_mode():
             enc = model.model.encoder(feats).last_hidden_state

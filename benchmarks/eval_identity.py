@@ -4,7 +4,9 @@ Random weights never emit the end token, so whether the product's batched, lengt
 returns exactly what decoding one clip at a time returns can only be checked on a real checkpoint: here
 the real whisper-base (`--model-dir`, a transformers copy of embedded:whisper-base). For each audio folder
 (`--audio DIR:LANG`, split `test`), the reference is plain transformers: `from_pretrained(dtype=bfloat16)`,
-one clip per `generate(language=..., task="transcribe")` call, greedy. Appends one JSON line per folder to
+one clip per `generate(language=..., task="transcribe")` call, greedy, with the batch-invariant kernels that
+`evaluate()` uses by default on CUDA (`inference/batch_invariant.make_batch_invariant`); the row also counts how
+many transcripts equal those of transformers' default kernels (SDPA), one clip per call. Appends one JSON line per folder to
 benchmarks/results/product_throughput.jsonl (kind `eval-identity`).
 """
 
@@ -24,17 +26,22 @@ import common  # noqa: E402
 from whispertune.config import DataConfig  # noqa: E402
 from whispertune.data.features import prepare_split  # noqa: E402
 from whispertune.data.sources import load_examples  # noqa: E402
+from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 
 
-def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int) -> tuple[dict, float, int, dict]:
+def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: int,
+              invariant: bool) -> tuple[dict, float, int, dict]:
     """{id: text} decoded one clip at a time with plain transformers in bf16, the seconds it took, tokens made,
-    and what `divergence` needs ({id: (features, token ids)}, the model, the processor)."""
+    and what `divergence` needs ({id: (features, token ids)}, the model, the processor). `invariant`: with the
+    batch-invariant kernels evaluate() uses by default (`make_batch_invariant`), else transformers' defaults."""
     from transformers import AutoProcessor, WhisperForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16).to(common.device()).eval()
+    if invariant:
+        make_batch_invariant(model)
     rows = prepare_split(load_examples(data, "test"), processor, data, language=language, task="transcribe")
     texts, tokens, kept = {}, 0, {}
     start = time.perf_counter()
@@ -96,16 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         result = evaluate(str(args.model_dir), data=data, split="test", load=LoadOptions(language=language),
                           decoding=DecodingOptions(max_new_tokens=args.max_new_tokens), progress=False)  # every other setting: defaults
-        reference, ref_seconds, ref_tokens, ref = unbatched(args.model_dir, data, language, args.max_new_tokens)
+        reference, ref_seconds, ref_tokens, ref = unbatched(args.model_dir, data, language, args.max_new_tokens, True)
+        vanilla, _, _, _ = unbatched(args.model_dir, data, language, args.max_new_tokens, False)
         same = [p.id for p in result.predictions if p.hypothesis == reference[p.id]]
         differ = [{"id": p.id, "whispertune": p.hypothesis, "unbatched": reference[p.id],
                    "first_divergence": divergence(ref, p.id, p.hypothesis, language)}
                   for p in result.predictions if p.hypothesis != reference[p.id]][:8]
+        same_vanilla = [p.id for p in result.predictions if p.hypothesis == vanilla[p.id]]
         common.write_result("product_throughput", {
             "bench": "product", "kind": "eval-identity", "run_id": run_id, "label": f"identity-{language}",
             "path": "product", "weights": f"real: {args.model_dir.name}", "language": language, "folder": folder,
             "batch": result.info["batch_size"], "clips": result.n_utterances, "identical": len(same),
             "identical_share": round(len(same) / result.n_utterances, 4), "examples_differing": differ,
+            "reference": "transformers generate, one clip per call, bf16, greedy, make_batch_invariant",
+            "batch_invariant": result.info.get("batch_invariant"),
+            # the same clips against transformers' default kernels (SDPA), one clip per call
+            "identical_to_default_kernels": len(same_vanilla),
             "wer": result.wer, "cer": result.cer, "tokens_per_s": result.info["tokens_per_s"],
             "unbatched_tokens_per_s": round(ref_tokens / ref_seconds, 1), "max_new_tokens": args.max_new_tokens,
             "adapter_merged": result.info.get("adapter_merged"), "world_size": 1, **env}, args.results_dir)

@@ -175,13 +175,15 @@ def eval_row(ctx, spec: dict) -> dict:
     folder = replicate(ctx.args.audio, "test", int(spec.get("clips", 512)), ctx.work / "eval-audio")
     cfg = load_config(REFERENCE, [f"data.path={folder}", "data.source=folder", "data.text_column=sentence",
                                   f"data.num_proc={ctx.args.num_proc}", f"data.cache_dir={ctx.work / 'features'}"])
-    result = evaluate(str(ctx.model_dir), data=cfg.data, split="test", load=LoadOptions(language="mr"),
+    # invariant=0: transformers' default kernels instead of the batch-invariant ones (LoadOptions.batch_invariant)
+    load = LoadOptions(language="mr", batch_invariant=spec.get("invariant", "1") == "1")
+    result = evaluate(str(ctx.model_dir), data=cfg.data, split="test", load=load,
                       decoding=DecodingOptions(batch_size=int(spec.get("batch", 0)),
                                                max_new_tokens=int(spec.get("new_tokens", 40))), progress=False)
     return {"batch": result.info["batch_size"], "clips": result.n_utterances, "seconds": round(result.seconds, 3),
             "tokens_per_s": result.info["tokens_per_s"], "generated_tokens": result.info["generated_tokens"],
             "utterances_per_s": round(result.n_utterances / result.seconds, 2), "wer": result.wer, "cer": result.cer,
-            "adapter_merged": result.info.get("adapter_merged")}
+            "adapter_merged": result.info.get("adapter_merged"), "batch_invariant": result.info.get("batch_invariant")}
 
 
 def eval_recipe_row(ctx, spec: dict) -> dict:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|breakdown|fp8ab|torchrun CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -104,13 +104,35 @@ PY
     # against inductor's generated RNG (compile_options=fallback_random:0), next to the best plain config
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
     timeout 150 python3 benchmarks/batch_invariance_probe.py --arch base --results-dir "$out"
+    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch large-v2 --results-dir "$out"
     timeout 430 $P --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
       --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 \
       --spec kind=train,preset=fast-fp8,batch=64,compile_options=fallback_random:0,label=fast-fp8-b64-inductor-rng \
-      --spec kind=train,preset=auto,label=default-auto \
-      --spec kind=train,preset=auto,compile_options=fallback_random:0,label=default-auto-inductor-rng \
-      --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 ;;
+      --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 \
+      --spec kind=train,preset=auto,label=default-auto ;;
+  swap)
+    # issue 18 item 4 again with the order swapped (torchrun's one rank first, then the plain runs), and fast-fp8
+    # under the launcher next to its plain run
+    T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 }"
+    for launch in "$T" "$P"; do
+      tag=$([ "$launch" = "$P" ] && echo plain || echo torchrun1)
+      timeout 240 $launch --results-dir "$out" --steps 24 --warmup 8 \
+        --spec kind=train,preset=auto,label=$tag-default-auto \
+        --spec kind=train,preset=recipe,label=$tag-recipe-reference-config \
+        --spec kind=train,preset=fast-fp8,batch=64,label=$tag-fast-fp8-b64
+    done ;;
+  identity2)
+    # issue 12: evaluate() defaults (batch-invariant decoding) against one clip at a time on the real whisper-base;
+    # then the speed of the defaults, of transformers' default kernels and of the guide's loop (large-v2, random)
+    cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
+      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
+    timeout 240 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
+      --results-dir "$out"
+    timeout 200 $P --results-dir "$out" \
+      --spec kind=eval,batch=0,clips=512,label=evaluate-defaults \
+      --spec kind=eval,batch=0,clips=512,invariant=0,label=evaluate-default-kernels \
+      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 ;;
   torchrun)
     # issue 18 item 4: the reference config and the default preset, each run plainly and under torchrun with one
     # rank (the same train() through torch.distributed.run: process group, DDP wrapper, per-rank placement);

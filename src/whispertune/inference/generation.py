@@ -154,6 +154,10 @@ def load_for_inference(model: str | None = None, adapter: str | None = None,
             # quantized bases, whose weights cannot absorb the adapter.
             net = net.merge_and_unload()
     net.eval()
+    if options.batch_invariant:
+        from .batch_invariant import make_batch_invariant
+
+        make_batch_invariant(net)  # CUDA only; a no-op elsewhere
     info = {
         "model": model,
         "adapter": adapter,
@@ -162,6 +166,7 @@ def load_for_inference(model: str | None = None, adapter: str | None = None,
         "quantization": quantization,
         "device": str(next(net.parameters()).device),
         "adapter_merged": adapter is not None and merged,
+        "batch_invariant": options.batch_invariant and device.startswith("cuda"),
     }
     return Loaded(model=net, processor=processor, info=info)
 

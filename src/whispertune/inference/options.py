@@ -29,6 +29,9 @@ class LoadOptions:
     language: str | None = None
     # "transcribe" or "translate" (into English); None: the adapter's, else "transcribe"
     task: str | None = None
+    # on CUDA: each clip gets the same transcript whatever shares its batch (inference/batch_invariant.py);
+    # False: transformers' default kernels (SDPA decoder attention), whose last bits change with the batch
+    batch_invariant: bool = True
 
     def __post_init__(self) -> None:
         if self.quantization not in typing.get_args(QuantizationMode):

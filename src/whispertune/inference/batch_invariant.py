@@ -1,0 +1,68 @@
+"""Batch-invariant decoding on CUDA: a clip's transcript does not depend on which clips share its batch.
+
+With bf16 weights on an H200 (benchmarks/batch_invariance_probe.py), the encoder and the decoder's d_model-wide
+projections give bitwise the same result for a clip alone and inside a batch of 64, but two products do not:
+- the vocabulary projection (`proj_out`, 51,865 outputs): cuBLAS runs another kernel for 1 row than for 64;
+- SDPA attention of one new token over the KV cache, which the GPU splits by batch size.
+Those last-bit differences flip the greedy choice wherever the top two tokens are within bf16's resolution
+(~0.06 at logits of 8-16): batched evaluation gave other transcripts than one clip at a time for 3-6 % of
+real clips (benchmarks/results/product_throughput.jsonl, kind eval-identity). So, here:
+- the vocabulary projection runs on blocks of exactly `ROWS` rows (the last one zero-padded): every call has
+  one shape, so one kernel, whose rows do not depend on one another;
+- decoder attention runs as explicit matmul + fp32 softmax (transformers' eager attention); the encoder keeps
+  SDPA, which is already invariant (it sees whole 1500-frame windows).
+The CPU kernels are invariant already; nothing is changed there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.models.whisper.modeling_whisper import eager_attention_forward
+
+ROWS = 64  # rows per vocabulary-projection call: one decoding step of a 64-clip batch is one call
+ATTENTION = "whispertune_batch_invariant"
+
+
+def _attention(module: torch.nn.Module, query, key, value, attention_mask, **kwargs):
+    """Decoder attention (self and cross) eagerly, encoder attention through SDPA."""
+    if getattr(module, "is_decoder", False):
+        return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, _attention)
+# the decoder's causal mask as eager attention takes it (a 4-D additive mask; the encoder has none)
+AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` computed `ROWS` rows at a time, so each row's result is the same in any batch."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    padded = F.pad(rows, (0, 0, 0, -n % ROWS))
+    out = torch.cat([F.linear(block, weight, bias) for block in padded.split(ROWS)])
+    return out[:n].reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _whisper(model: torch.nn.Module) -> torch.nn.Module:
+    """The WhisperForConditionalGeneration inside `model` (itself, or under a peft wrapper)."""
+    for module in model.modules():
+        if hasattr(module, "proj_out") and hasattr(module, "set_attn_implementation"):
+            return module
+    raise TypeError("make_batch_invariant: not a Whisper model with a vocabulary projection (proj_out)")
+
+
+def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch `model` (in place; returned) to batch-invariant decoding on CUDA; on other devices leave it as is."""
+    whisper = _whisper(model)
+    if next(whisper.parameters()).device.type != "cuda":
+        return model
+    whisper.set_attn_implementation(ATTENTION)
+    proj = whisper.proj_out
+    proj.forward = lambda x: blocked_linear(x, proj.weight, proj.bias)  # the tied weight stays shared
+    return model
+
