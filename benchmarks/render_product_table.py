@@ -29,6 +29,9 @@ def row_text(r: dict) -> str:
             result += f", wall {_num(r.get('wall_min'))} min"
     elif kind == "eval-identity":
         result = f"{r['identical']}/{r['clips']} identical to unbatched bf16, WER {_num(r.get('wer'), 1)}"
+        if "identical_to_default_kernels" in r:  # the reference then runs the batch-invariant kernels too
+            result += (f" (batch-invariant kernels both sides; vs transformers' default kernels one clip at a "
+                       f"time: {r['identical_to_default_kernels']}/{r['clips']})")
     else:
         result = f"{_num(r.get('tokens_per_s'), 1)} tokens/s"
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else ""
