@@ -22,12 +22,73 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transformers import AttentionInterface  # noqa: E402
+from transformers.masking_utils import AttentionMaskInterface, eager_mask  # noqa: E402
+
 import common  # noqa: E402
 from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
+
+
+GROUP = 256  # heads x clips per matmul in the blocked-bmm candidate
+BLOCKED = "probe_blocked_bmm"
+
+
+def blocked_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, i, k) @ (n, k, j) as matmuls over groups of exactly GROUP entries (the last one zero-padded)."""
+    n = a.shape[0]
+    pad = -n % GROUP
+    if pad:
+        a = torch.cat([a, a.new_zeros(pad, *a.shape[1:])])
+        b = torch.cat([b, b.new_zeros(pad, *b.shape[1:])])
+    return torch.cat([torch.bmm(x, y) for x, y in zip(a.split(GROUP), b.split(GROUP))])[:n]
+
+
+def blocked_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not getattr(module, "is_decoder", False):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    bsz, heads, tq, d = query.shape
+    tk = key.shape[2]
+    scores = blocked_bmm(query.reshape(-1, tq, d), key.reshape(-1, tk, d).transpose(1, 2)).reshape(bsz, heads, tq, tk)
+    scores = scores * (scaling if scaling is not None else d ** -0.5)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = F.softmax(scores, dim=-1)
+    out = blocked_bmm(probs.reshape(-1, tq, tk), value.reshape(-1, tk, d)).reshape(bsz, heads, tq, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def first_differing(model, enc: torch.Tensor, prompt: torch.Tensor, i: int) -> list[str]:
+    """Decoder modules (in execution order) whose output for clip `i` differs between the batch and clip `i`
+    alone, on the prompt step: the first one names the operation that depends on the batch."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    order: list[str] = []
+
+    def hook(name):
+        def fn(_module, _inputs, output):
+            t = output[0] if isinstance(output, tuple) else output
+            if isinstance(t, torch.Tensor):
+                if name not in seen:
+                    order.append(name)
+                seen.setdefault(name, []).append(t[i if t.shape[0] == prompt.shape[0] else 0].detach().clone())
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.model.decoder.named_modules() if n]
+    handles.append(model.proj_out.register_forward_hook(hook("proj_out")))
+    model(encoder_outputs=(enc,), decoder_input_ids=prompt, use_cache=False)
+    model(encoder_outputs=(enc[i:i + 1],), decoder_input_ids=prompt[i:i + 1], use_cache=False)
+    for h in handles:
+        h.remove()
+    return [n for n in order if len(seen[n]) == 2 and not torch.equal(seen[n][0], seen[n][1])][:6]
+
+
+AttentionInterface.register(BLOCKED, blocked_attention)
+AttentionMaskInterface.register(BLOCKED, eager_mask)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cfg = common.whisper_config(args.arch)
-    for impl in ("sdpa", "eager", "whispertune"):
-        cfg._attn_implementation = "sdpa" if impl == "whispertune" else impl
+    for impl in ("sdpa", "eager", "whispertune", "blocked-bmm"):
+        cfg._attn_implementation = "sdpa" if impl in ("whispertune", "blocked-bmm") else impl
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg).to(dev, torch.bfloat16).eval()
-        if impl == "whispertune":  # what load_for_inference does by default (LoadOptions.batch_invariant)
+        if impl in ("whispertune", "blocked-bmm"):  # what load_for_inference does by default (LoadOptions.batch_invariant)
             make_batch_invariant(model)
+        if impl == "blocked-bmm":  # candidate: decoder attention's matmuls on fixed-size groups of heads
+            model.set_attn_implementation(BLOCKED)
         torch.manual_seed(1)
         feats = torch.randn(b, cfg.num_mel_bins, common.ENCODER_FRAMES, device=dev, dtype=torch.bfloat16)
         with torch.inference_mode():
@@ -72,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                               past_key_values=one.past_key_values, use_cache=True).logits[:, -1]
                 record(f"decoder-step-{impl}", sample=i, max_abs_diff=max_diff(step1[0], step[i]),
                        prompt_logits_diff=max_diff(one.logits[0, -1], out.logits[i, -1]))
+            if impl in ("whispertune", "blocked-bmm"):
+                record(f"first-differing-modules-{impl}", sample=b - 1,
+                       modules=first_differing(model, enc, prompt, b - 1))
         del model
         common.free_memory()
     d = cfg.d_model

@@ -68,3 +68,17 @@ def test_cuda_logits_do_not_depend_on_the_batch():
             assert torch.equal(alone.sequences[0], batched.sequences[i])
             for step_alone, step_batched in zip(alone.scores, batched.scores):
                 assert torch.equal(step_alone[0], step_batched[i])  # bitwise, every step
+
+
+def test_a_deep_copy_uses_its_own_weights():
+    """The vocabulary projection is bound to its module: a copy cast to fp32 runs fp32 weights (the bug a closure had)."""
+    import copy
+    import types
+
+    from whispertune.inference.batch_invariant import _blocked_forward
+
+    model = tiny_whisper()
+    model.proj_out.forward = types.MethodType(_blocked_forward, model.proj_out)  # make_batch_invariant's CUDA step
+    twin = copy.deepcopy(model).double()
+    x = torch.randn(2, 3, 64, dtype=torch.float64)
+    assert twin.proj_out(x).dtype == torch.float64

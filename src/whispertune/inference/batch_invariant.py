@@ -16,6 +16,8 @@ The CPU kernels are invariant already; nothing is changed there.
 
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
@@ -62,7 +64,11 @@ def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
     if next(whisper.parameters()).device.type != "cuda":
         return model
     whisper.set_attn_implementation(ATTENTION)
-    proj = whisper.proj_out
-    proj.forward = lambda x: blocked_linear(x, proj.weight, proj.bias)  # the tied weight stays shared
+    # bound to the module (not a closure over it): a deep copy of the model then uses the copy's own weights
+    whisper.proj_out.forward = types.MethodType(_blocked_forward, whisper.proj_out)
     return model
+
+
+def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return blocked_linear(x, self.weight, self.bias)
 
