@@ -70,15 +70,28 @@ def test_cuda_logits_do_not_depend_on_the_batch():
                 assert torch.equal(step_alone[0], step_batched[i])  # bitwise, every step
 
 
-def test_a_deep_copy_uses_its_own_weights():
-    """The vocabulary projection is bound to its module: a copy cast to fp32 runs fp32 weights (the bug a closure had)."""
+def test_install_blocks_the_batch_sized_projections_and_keeps_the_numbers():
+    """What make_batch_invariant does on CUDA, run on a CPU: the logits stay the model's, every decoder projection
+    but the cross-attention keys/values (and the vocabulary projection) runs blocked, a deep copy uses its own
+    weights (methods bound to their modules, not closures)."""
     import copy
-    import types
 
-    from whispertune.inference.batch_invariant import _blocked_forward
+    from whispertune.inference.batch_invariant import _blocked_forward, blocked_projections, install
 
     model = tiny_whisper()
-    model.proj_out.forward = types.MethodType(_blocked_forward, model.proj_out)  # make_batch_invariant's CUDA step
+    feats = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(3))
+    prompt = torch.tensor([PROMPT] * 2)
+    with torch.inference_mode():
+        before = model(input_features=feats, decoder_input_ids=prompt).logits
+        install(model)
+        after = model(input_features=feats, decoder_input_ids=prompt).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    names = {m: n for n, m in model.named_modules()}
+    blocked = {names[m] for m in blocked_projections(model)}
+    assert "proj_out" in blocked and "model.decoder.layers.0.fc2" in blocked
+    assert "model.decoder.layers.1.encoder_attn.q_proj" in blocked
+    assert not any("encoder_attn.k_proj" in n or "encoder_attn.v_proj" in n or ".encoder." in n for n in blocked)
+    assert all(getattr(m.forward, "__func__", None) is _blocked_forward for m in blocked_projections(model))
     twin = copy.deepcopy(model).double()
-    x = torch.randn(2, 3, 64, dtype=torch.float64)
-    assert twin.proj_out(x).dtype == torch.float64
+    with torch.inference_mode():
+        assert twin(input_features=feats.double(), decoder_input_ids=prompt).logits.dtype == torch.float64

@@ -61,14 +61,34 @@ def _whisper(model: torch.nn.Module) -> torch.nn.Module:
 def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
     """Switch `model` (in place; returned) to batch-invariant decoding on CUDA; on other devices leave it as is."""
     whisper = _whisper(model)
-    if next(whisper.parameters()).device.type != "cuda":
-        return model
-    whisper.set_attn_implementation(ATTENTION)
-    # bound to the module (not a closure over it): a deep copy of the model then uses the copy's own weights
-    whisper.proj_out.forward = types.MethodType(_blocked_forward, whisper.proj_out)
+    if next(whisper.parameters()).device.type == "cuda":
+        install(whisper)
     return model
+
+
+def install(whisper: torch.nn.Module) -> None:
+    """The switch itself, on any device (tests run it on a CPU, where it changes no number)."""
+    whisper.set_attn_implementation(ATTENTION)
+    for linear in blocked_projections(whisper):
+        # bound to the module (not a closure over it): a deep copy of the model then uses the copy's own weights
+        linear.forward = types.MethodType(_blocked_forward, linear)
+
+
+def blocked_projections(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
+    """The decoder's plain bf16/fp32 projections whose row count follows the batch, and the vocabulary projection.
+
+    On the H200 a decoder fc2 (5120 -> 1280) ran another kernel for the 4-token prompt of one clip (4 rows) than
+    of 64 clips (256 rows): every such product is blocked. Left alone: the cross-attention keys/values, which read
+    each clip's 1500 encoder frames (row counts of 1500 x clips, invariant like the encoder's own products), and
+    quantized layers (bitsandbytes' Linear8bitLt / Linear4bit subclass nn.Linear but hold no float weight).
+    """
+    def reads_encoder(name: str) -> bool:
+        return "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name
+
+    chosen = [m for name, m in whisper.model.decoder.named_modules()
+              if type(m) is torch.nn.Linear and not reads_encoder(name)]
+    return chosen + ([whisper.proj_out] if type(whisper.proj_out) is torch.nn.Linear else [])
 
 
 def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return blocked_linear(x, self.weight, self.bias)
-
