@@ -79,6 +79,21 @@ def test_language_and_task_tokens_in_generated_prefix(tiny_whisper_dir, tiny_loa
     assert seq[:4] == prefix_ids(tok, "<|startoftranscript|>", "<|hi|>", "<|translate|>", "<|notimestamps|>")
 
 
+def test_each_clip_keeps_its_own_token_limit_in_a_batch(tiny_loaded):
+    """A short clip decoded beside a long one gets its own duration's token limit: its tokens are those it gets
+    alone (random weights never end, so every output runs to its limit)."""
+    from whispertune.inference.decode_guards import guarded_generate, token_limit
+
+    feats = np.random.default_rng(1).standard_normal((2, 80, 3000)).astype(np.float32)
+    seconds = [0.5, 3.0]
+    together = guarded_generate(tiny_loaded, feats, seconds=seconds, max_new_tokens=200, guard=False).generated
+    for i in range(2):
+        alone = guarded_generate(tiny_loaded, feats[i:i + 1], seconds=seconds[i:i + 1], max_new_tokens=200,
+                                 guard=False).generated
+        assert together.sequences[i] == alone.sequences[0] and together.texts[i] == alone.texts[0]
+    assert len(together.sequences[0]) == 4 + token_limit(0.5, 200) < len(together.sequences[1])
+
+
 def test_int8_base_generates_without_cast_warnings(tiny_whisper_dir, caplog):
     """An int8 base (bitsandbytes on CPU) generates; its int8 layers get fp16 inputs, so no warning per matmul."""
     loaded = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", quantization="int8", device="cpu"))

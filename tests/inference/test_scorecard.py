@@ -68,6 +68,10 @@ def test_guard_redecodes_only_looping_outputs(tiny_whisper_dir):
     assert any(t > 0 for t in guarded.temperatures)  # a sampled decode replaced a looping one
     again = guarded_generate(loaded, feats, max_new_tokens=12)
     assert again.generated.texts == guarded.generated.texts  # seeded: reproducible
+    for i in range(len(feats)):  # seeded per clip: each clip's fallback is the one it gets decoded alone
+        alone = guarded_generate(loaded, feats[i:i + 1], max_new_tokens=12)
+        assert alone.generated.texts[0] == guarded.generated.texts[i]
+        assert alone.temperatures[0] == guarded.temperatures[i]
     short = guarded_generate(loaded, feats[:1], seconds=[0.0], max_new_tokens=12, guard=False)
     assert len(short.generated.sequences[0]) <= 4 + 16  # prompt + the token limit of an empty clip
 

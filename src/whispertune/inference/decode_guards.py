@@ -6,7 +6,8 @@ the test openai/whisper's `transcribe` rejects a decode with) or when one run of
 to cross 2.4. Only the looping items of a batch are decoded again, by sampling at the rising
 `FALLBACK_TEMPERATURES` (openai/whisper's schedule without its 0.0, which is the greedy decode already made);
 the first decode that does not loop is kept, else the least repetitive one (lowest compression ratio).
-Sampling is seeded, so a run is reproducible.
+Sampling is seeded per clip (`SeededSampling`), so a run is reproducible and a clip's fallback does not depend
+on which clips share its batch; each clip's token limit is its own too.
 
 Token limit: Whisper decodes until its end token or `max_new_tokens`; a looping decode runs to the limit,
 so the limit decides how long a loop costs. `token_limit` bounds it by the audio's length:
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .generation import Generated, Loaded, generate_batch
 
@@ -66,6 +68,30 @@ def token_limit(seconds: float | None, max_new_tokens: int) -> int:
     return max(1, min(max_new_tokens, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * max(seconds, 0.0))))
 
 
+def clip_key(features: torch.Tensor) -> int:
+    """A number that names a clip by its content (its features' bytes), whatever batch it is in."""
+    return zlib.crc32(np.ascontiguousarray(features.detach().float().cpu().numpy()).tobytes())
+
+
+class SeededSampling(LogitsProcessor):
+    """Sampling at `temperature` that draws each clip's numbers from its own seed, so that a clip samples the
+    same tokens in any batch (torch's sampler draws one stream for the whole batch). Gumbel-max: the greedy
+    choice over logits / T + G, with G ~ Gumbel(0, 1) drawn per row from a generator seeded by (`seeds[row]`,
+    step), is a sample of softmax(logits / T). Used with do_sample=False."""
+
+    def __init__(self, temperature: float, seeds: Sequence[int]):
+        self.temperature, self.seeds = temperature, list(seeds)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step, vocab = input_ids.shape[1], scores.shape[1]
+        noise = []
+        for seed in self.seeds:
+            gen = torch.Generator(device=scores.device).manual_seed((seed * 7919 + step) % 2**63)
+            u = torch.rand(vocab, generator=gen, device=scores.device).clamp_(1e-10, 1 - 1e-7)
+            noise.append(-torch.log(-torch.log(u)))
+        return scores.float() / self.temperature + torch.stack(noise)
+
+
 @dataclass
 class GuardedBatch:
     """A batch's outputs after the guard, and what the guard saw: `looped` is the greedy decode's verdict,
@@ -91,29 +117,32 @@ def guarded_generate(
     seed: int = 0,
     options: dict | None = None,
 ) -> GuardedBatch:
-    """`generate_batch` with the token limit of the batch's longest clip (`seconds`, when known) and, with
-    `guard`, the repetition guard. `guard=False` still reports which outputs loop. `encoded`: `features` are
+    """`generate_batch` with each clip's token limit (`seconds`, when known) and, with `guard`, the repetition
+    guard. `guard=False` still reports which outputs loop. `encoded`: `features` are
     encoder outputs (see `generate_batch`). `options` go to every generate call (prompt, timestamps, sampling;
     the fallback's own temperature replaces a sampled first decode's)."""
-    limit = token_limit(max(seconds) if seconds else None, max_new_tokens)
+    # each clip its own limit (the batch decodes to the largest): an output does not depend on its batch
+    limits = [token_limit(s, max_new_tokens) for s in seconds] if seconds else None
+    limit = max(limits) if limits else max_new_tokens
     out = generate_batch(loaded, features, encoded=encoded, max_new_tokens=limit, num_beams=num_beams,
-                         autocast=autocast, options=options)
+                         autocast=autocast, options=options, limits=limits)
     looped = [is_looping(t) for t in out.texts]
     result = GuardedBatch(out, looped, list(looped), [0.0] * len(looped))
     if not guard or not any(looped):
         return result
     feats = torch.as_tensor(features)
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
-    device = torch.device(loaded.info.get("device", "cpu"))
+    keys = {i: clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
+    plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]
         if not pending:
             break
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed + attempt)
-            again = generate_batch(loaded, feats[pending], encoded=encoded, max_new_tokens=limit, num_beams=1,
-                                   autocast=autocast,
-                                   options={**(options or {}), "do_sample": True, "temperature": temperature})
+        sampler = SeededSampling(temperature, [keys[i] * 1_000_003 + seed * 101 + attempt for i in pending])
+        again = generate_batch(loaded, feats[pending], encoded=encoded, max_new_tokens=limit, num_beams=1,
+                               autocast=autocast, options={**plain, "do_sample": False,
+                                                           "logits_processor": LogitsProcessorList([sampler])},
+                               limits=[limits[i] for i in pending] if limits else None)
         result.redecoded += len(pending)
         out.new_tokens += again.new_tokens
         for slot, i in enumerate(pending):

@@ -10,6 +10,7 @@ carries processor files (training saves them there), else from the base.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,14 @@ def generate_batch(
     num_beams: int = 1,
     autocast: bool = True,
     options: dict[str, Any] | None = None,
+    limits: Sequence[int] | None = None,
 ) -> Generated:
     """Greedy (or beam) generation for a batch of (B, mel, 3000) log-Mel features, no gradients.
+
+    `limits`: each clip's own cap on new tokens (at most `max_new_tokens`): the batch decodes to the largest and
+    each clip's tokens are cut at its own, which is what decoding it alone with that cap returns (a greedy token
+    does not depend on the ones after it), so a clip's output does not depend on the clips beside it. Not with
+    `return_segments` (transformers' segments would outlive the cut).
 
     `encoded`: `inputs` are encoder outputs (B, frames, d_model) instead, e.g. those cached for frozen-encoder
     training (training/encoder_cache.py): the encoder is not run again. `options` go to `model.generate` as
@@ -250,6 +257,8 @@ def generate_batch(
                      for s in clip] for clip in new["segments"]]
         new = new["sequences"]
     new_tokens = new.tolist()
+    if limits is not None and segments is None:
+        new_tokens = [row[:limit] for row, limit in zip(new_tokens, limits)]
     languages = kwargs.get("language")
     if not isinstance(languages, list):
         languages = [languages if lang_ids else None] * len(new_tokens)
