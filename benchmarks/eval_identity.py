@@ -6,7 +6,9 @@ the real whisper-base (`--model-dir`, a transformers copy of embedded:whisper-ba
 (`--audio DIR:LANG`, split `test`), the reference is plain transformers: `from_pretrained(dtype=bfloat16)`,
 one clip per `generate(language=..., task="transcribe")` call, greedy, with the batch-invariant kernels that
 `evaluate()` uses by default on CUDA (`inference/batch_invariant.make_batch_invariant`); the row also counts how
-many transcripts equal those of transformers' default kernels (SDPA), one clip per call. Appends one JSON line per folder to
+many transcripts equal those of transformers' default kernels (SDPA), one clip per call, and those of
+`evaluate()` itself at batch 1. The reference decodes each clip with its own duration-bounded token limit, as
+evaluate() does; clips the repetition guard re-decodes (counted in the row) differ from greedy by design. Appends one JSON line per folder to
 benchmarks/results/product_throughput.jsonl (kind `eval-identity`).
 """
 
@@ -27,6 +29,7 @@ from whispertune.config import DataConfig  # noqa: E402
 from whispertune.data.features import prepare_split  # noqa: E402
 from whispertune.data.sources import load_examples  # noqa: E402
 from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
+from whispertune.inference.decode_guards import token_limit  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 
@@ -48,8 +51,10 @@ def unbatched(model_dir: Path, data: DataConfig, language: str, max_new_tokens: 
     for row in rows.with_format("numpy"):
         feats = torch.as_tensor(row["input_features"][None], dtype=torch.bfloat16, device=common.device())
         with torch.inference_mode():
+            # the clip's own duration-bounded limit, as evaluate() gives each clip (decode_guards.token_limit)
             out = model.generate(input_features=feats, language=language, task="transcribe",
-                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+                                 max_new_tokens=token_limit(float(row["duration"]), max_new_tokens), num_beams=1,
+                                 do_sample=False)
         tokens += out.shape[1]  # one clip: no padding, every new token counts
         texts[str(row["id"])] = processor.tokenizer.decode(out[0], skip_special_tokens=True).strip()
         kept[str(row["id"])] = (feats, out[0].tolist())
@@ -103,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         result = evaluate(str(args.model_dir), data=data, split="test", load=LoadOptions(language=language),
                           decoding=DecodingOptions(max_new_tokens=args.max_new_tokens), progress=False)  # every other setting: defaults
+        # the same defaults one clip per batch: batching alone changes nothing (guard fallbacks included)
+        one_by_one = evaluate(str(args.model_dir), data=data, split="test", load=LoadOptions(language=language),
+                              decoding=DecodingOptions(batch_size=1, max_new_tokens=args.max_new_tokens), progress=False)
+        alone = {p.id: p.hypothesis for p in one_by_one.predictions}
         reference, ref_seconds, ref_tokens, ref = unbatched(args.model_dir, data, language, args.max_new_tokens, True)
         vanilla, _, _, _ = unbatched(args.model_dir, data, language, args.max_new_tokens, False)
         same = [p.id for p in result.predictions if p.hypothesis == reference[p.id]]
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             "batch_invariant": result.info.get("batch_invariant"),
             # the same clips against transformers' default kernels (SDPA), one clip per call
             "identical_to_default_kernels": len(same_vanilla),
+            "identical_to_evaluate_batch_1": sum(p.hypothesis == alone[p.id] for p in result.predictions),
+            # clips the repetition guard re-decoded differ from plain greedy decoding by design
+            "guard": result.info.get("guard"),
             "wer": result.wer, "cer": result.cer, "tokens_per_s": result.info["tokens_per_s"],
             "unbatched_tokens_per_s": round(ref_tokens / ref_seconds, 1), "max_new_tokens": args.max_new_tokens,
             "adapter_merged": result.info.get("adapter_merged"), "world_size": 1, **env}, args.results_dir)
