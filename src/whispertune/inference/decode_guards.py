@@ -116,10 +116,13 @@ def guarded_generate(
     guard: bool = True,
     seed: int = 0,
     options: dict | None = None,
+    names: Sequence[str] | None = None,
 ) -> GuardedBatch:
     """`generate_batch` with each clip's token limit (`seconds`, when known) and, with `guard`, the repetition
     guard. `guard=False` still reports which outputs loop. `encoded`: `features` are
-    encoder outputs (see `generate_batch`). `options` go to every generate call (prompt, timestamps, sampling;
+    encoder outputs (see `generate_batch`). `names`: the clips' ids, which seed their fallback sampling (else
+    their features' checksum: then features and cached encoder outputs of one clip sample differently). `options`
+    go to every generate call (prompt, timestamps, sampling;
     the fallback's own temperature replaces a sampled first decode's)."""
     # each clip its own limit (the batch decodes to the largest): an output does not depend on its batch
     limits = [token_limit(s, max_new_tokens) for s in seconds] if seconds else None
@@ -132,7 +135,7 @@ def guarded_generate(
         return result
     feats = torch.as_tensor(features)
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
-    keys = {i: clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
+    keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
     plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]

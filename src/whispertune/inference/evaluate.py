@@ -225,7 +225,7 @@ def evaluate(
         guarded = guarded_generate(loaded, feats, encoded=encoder_outputs is not None,
                                    seconds=clip_seconds and [clip_seconds[i] for i in batch],
                                    max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams,
-                                   autocast=decoding.autocast, guard=guard)
+                                   autocast=decoding.autocast, guard=guard, names=[ids[i] for i in batch])
         generated = guarded.generated
         new_tokens += generated.new_tokens
         looped, still_looping = looped + sum(guarded.looped), still_looping + sum(guarded.still_looping)
