@@ -1,16 +1,22 @@
-"""Fixtures of the end-to-end training tests: real speech clips and a tiny Whisper that can learn."""
+"""Fixtures of the end-to-end training tests: real speech clips, a tiny Whisper that can learn, and one
+uninterrupted `python -m whispertune.cli train` run that the signal and kill tests compare against."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import WhisperForConditionalGeneration
 
-from tests.helpers import write_espeak_folder
+from tests.helpers import make_tiny_whisper, write_espeak_folder
 
+CLI_STEPS = 12  # 6 clips, batch 2: 3 steps an epoch, so resumes also land mid-epoch
 TEXTS = ["hello world", "good morning", "one two three", "the cat sat", "open the door", "blue sky"]
 
 
@@ -37,3 +43,43 @@ def trainable_whisper_dir(tiny_whisper_dir, tmp_path_factory) -> Path:
         model.model.decoder.embed_tokens.weight.mul_(8)
     model.save_pretrained(out)
     return out
+
+
+def cli_config(path: Path, model_dir: Path, data_dir: Path, out: Path, save_steps: int) -> Path:
+    """The YAML config of the CLI runs (tests/training/test_crash_safety.py, test_run_faults.py): CLI_STEPS
+    steps of LoRA with dropout, no evaluation; only `save_steps` differs between them (saving draws nothing
+    from the RNGs, so the losses are those of `cli_reference_run`)."""
+    cfg = {
+        "model": {"name_or_path": str(model_dir), "language": "en"},
+        "quantization": {"mode": "none"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "fc1"]},
+        "data": {"path": str(data_dir), "eval_split": None, "cache_dir": str(path.parent / "features")},
+        "train": {"output_dir": str(out), "max_steps": CLI_STEPS, "per_device_batch_size": 2, "learning_rate": 0.01,
+                  "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps", "save_steps": save_steps,
+                  "gradient_checkpointing": False, "report_to": [], "eval_strategy": "no"},
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of the CLI subprocesses: this process's thread count, for identical arithmetic."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="session")
+def cli_model_dir(multilingual_tokenizer_dir, tmp_path_factory) -> Path:
+    """The tiny random Whisper (d_model 32, one layer) of the CLI runs."""
+    return make_tiny_whisper(tmp_path_factory.mktemp("cli-model"), multilingual_tokenizer_dir, d_model=32, layers=1)
+
+
+@pytest.fixture(scope="session")
+def cli_reference_run(cli_model_dir, speech_folder, tmp_path_factory) -> Path:
+    """The run directory of one uninterrupted `python -m whispertune.cli train` subprocess (CLI_STEPS steps,
+    a checkpoint every 2): the losses, metrics and adapter that interrupted and resumed runs must reproduce."""
+    root = tmp_path_factory.mktemp("cli-reference")
+    cfg = cli_config(root / "ref.yaml", cli_model_dir, speech_folder, root / "ref", save_steps=2)
+    done = subprocess.run([sys.executable, "-m", "whispertune.cli", "train", "--config", str(cfg)], env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "ref"
