@@ -3,7 +3,6 @@ uninterrupted `python -m whispertune.cli train` run that the signal and kill tes
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,12 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import WhisperForConditionalGeneration
 
-from tests.helpers import make_tiny_whisper, write_espeak_folder
+from tests.helpers import cli_config, cli_env, make_tiny_whisper, write_espeak_folder
 
-CLI_STEPS = 12  # 6 clips, batch 2: 3 steps an epoch, so resumes also land mid-epoch
 TEXTS = ["hello world", "good morning", "one two three", "the cat sat", "open the door", "blue sky"]
 
 
@@ -43,28 +40,6 @@ def trainable_whisper_dir(tiny_whisper_dir, tmp_path_factory) -> Path:
         model.model.decoder.embed_tokens.weight.mul_(8)
     model.save_pretrained(out)
     return out
-
-
-def cli_config(path: Path, model_dir: Path, data_dir: Path, out: Path, save_steps: int) -> Path:
-    """The YAML config of the CLI runs (tests/training/test_crash_safety.py, test_run_faults.py): CLI_STEPS
-    steps of LoRA with dropout, no evaluation; only `save_steps` differs between them (saving draws nothing
-    from the RNGs, so the losses are those of `cli_reference_run`)."""
-    cfg = {
-        "model": {"name_or_path": str(model_dir), "language": "en"},
-        "quantization": {"mode": "none"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "fc1"]},
-        "data": {"path": str(data_dir), "eval_split": None, "cache_dir": str(path.parent / "features")},
-        "train": {"output_dir": str(out), "max_steps": CLI_STEPS, "per_device_batch_size": 2, "learning_rate": 0.01,
-                  "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps", "save_steps": save_steps,
-                  "gradient_checkpointing": False, "report_to": [], "eval_strategy": "no"},
-    }
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def cli_env() -> dict[str, str]:
-    """The environment of the CLI subprocesses: this process's thread count, for identical arithmetic."""
-    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="session")

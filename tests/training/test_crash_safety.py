@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.conftest import CLI_STEPS, cli_config
+from tests.helpers import CLI_STEPS, cli_config
 from whispertune.training.checkpoints import STAGING, checkpoint_step, complete_checkpoints
 
 STEPS = CLI_STEPS

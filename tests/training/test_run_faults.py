@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import CLI_STEPS, cli_config, cli_env
+from tests.helpers import CLI_STEPS, cli_config, cli_env
 from whispertune.cli import main as cli_main
 from whispertune.training.checkpoints import checkpoint_step, complete_checkpoints
 
