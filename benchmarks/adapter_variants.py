@@ -95,7 +95,9 @@ def run_variant(args, variant: str, run_id: str, env: dict) -> dict:
         })
         common.free_memory()
         scores = whispertune.evaluate(adapter=str(result.adapter_dir), data=cfg.data, split="test",
-                                      decoding=whispertune.DecodingOptions(batch_size=args.eval_batch),
+                                      decoding=whispertune.DecodingOptions(
+                                          batch_size=args.eval_batch, max_new_tokens=cfg.generation.max_new_tokens,
+                                          num_beams=cfg.generation.num_beams),
                                       max_samples=args.eval_clips, progress=False)
         record.update({"eval_peak_gib": peak_gib(), "wer": scores.wer, "cer": scores.cer,
                        "wer_normalized": scores.wer_normalized, "cer_normalized": scores.cer_normalized,
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="auto", help="train.speed_preset, the same for every variant")
     ap.add_argument("--eval-batch", type=int, default=0, help="0: by device")
     ap.add_argument("--eval-clips", type=int, default=None, help="score at most this many test clips")
-    ap.add_argument("--set", action="append", default=[], help="another config override, e.g. train.precision=bf16")
+    ap.add_argument("--set", action="append", default=[], help="another config override, e.g. train.precision=bf16 "
+                    "(generation.max_new_tokens and generation.num_beams also decode the evaluation)")
     ap.add_argument("--work", type=Path, default=Path("runs/adapter_variants"))
     ap.add_argument("--results", type=Path, default=common.RESULTS)
     args = ap.parse_args(argv)

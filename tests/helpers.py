@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
+import yaml
 from peft import LoraConfig, get_peft_model
 from transformers import TrainerCallback, WhisperConfig, WhisperForConditionalGeneration
 
@@ -82,6 +84,32 @@ def train_overrides(model_dir: Path, data_dir: Path, out: Path, mode: str, steps
         "train.gradient_checkpointing=false",
         "lora.target_modules=q_proj,k_proj,v_proj,out_proj,fc1,fc2",
     ]
+
+
+CLI_STEPS = 12  # 6 clips, batch 2: 3 steps an epoch, so resumes also land mid-epoch
+
+
+def cli_config(path: Path, model_dir: Path, data_dir: Path, out: Path, save_steps: int) -> Path:
+    """The YAML config of the CLI runs (tests/training/test_crash_safety.py, test_run_faults.py): CLI_STEPS
+    steps of LoRA with dropout, no evaluation; only `save_steps` differs between them (saving draws nothing
+    from the RNGs, so the losses are those of `cli_reference_run` of tests/training/conftest.py)."""
+    cfg = {
+        "model": {"name_or_path": str(model_dir), "language": "en"},
+        "quantization": {"mode": "none"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "fc1"]},
+        "data": {"path": str(data_dir), "eval_split": None, "cache_dir": str(path.parent / "features")},
+        "train": {"output_dir": str(out), "max_steps": CLI_STEPS, "per_device_batch_size": 2, "learning_rate": 0.01,
+                  "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps", "save_steps": save_steps,
+                  "gradient_checkpointing": False, "report_to": [], "eval_strategy": "no"},
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of the CLI subprocesses: this process's thread count, for identical arithmetic."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
+
 
 
 class StopAt(TrainerCallback):

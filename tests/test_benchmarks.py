@@ -1,5 +1,7 @@
 """The benchmark scripts (benchmarks/): a smoke run of each on the tiny architecture, and the batched
-log-Mel features they use checked against transformers' feature extractor."""
+log-Mel features they use checked against transformers' feature extractor. Each script's `main(argv)` runs in
+this process (what `python benchmarks/SCRIPT ARGS` runs once its imports are done): a fresh interpreter for
+each would add nothing but Python's and torch's start-up."""
 
 from __future__ import annotations
 
@@ -27,6 +29,14 @@ def common():
     return module
 
 
+def run_script(name: str, argv: list[str]) -> None:
+    """benchmarks/NAME loaded from its file and its `main(argv)` run; a script that fails raises or returns nonzero."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{Path(name).stem}", REPO / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(argv) in (None, 0), name
+
+
 @pytest.mark.synth
 def test_log_mel_batch_equals_feature_extractor_on_speech(common, tmp_path):
     wav = tmp_path / "speech.wav"
@@ -43,18 +53,13 @@ def test_log_mel_batch_equals_feature_extractor_on_speech(common, tmp_path):
 
 def test_benchmark_scripts_smoke(tmp_path):
     """train/eval/preprocess benchmarks on the tiny architecture write JSON lines that render to a table."""
-    env_cmd = [sys.executable]
     common_args = ["--results-dir", str(tmp_path), "--model-root", str(tmp_path / "models")]
-    runs = [
-        ["benchmarks/train_throughput.py", "--arch", "tiny-random", "--steps", "1", "--warmup", "1", "--label-len",
-         "4", "--spec", "preset=plain,batch=1,precision=fp32,label=plain", *common_args],
-        ["benchmarks/eval_throughput.py", "--arch", "tiny-random", "--new-tokens", "3", "--batches", "1",
-         "--warmup", "0", "--check", "2", "--spec", "loop=whispertune,batch=2", *common_args],
-        ["benchmarks/preprocess_throughput.py", "--clips", "4", "--batch", "2", "--repeats", "1",
-         "--methods", "hf,batched-cpu", "--results-dir", str(tmp_path)],
-    ]
-    for cmd in runs:
-        subprocess.run(env_cmd + cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    run_script("train_throughput.py", ["--arch", "tiny-random", "--steps", "1", "--warmup", "1", "--label-len", "4",
+                                       "--spec", "preset=plain,batch=1,precision=fp32,label=plain", *common_args])
+    run_script("eval_throughput.py", ["--arch", "tiny-random", "--new-tokens", "3", "--batches", "1", "--warmup", "0",
+                                      "--check", "2", "--spec", "loop=whispertune,batch=2", *common_args])
+    run_script("preprocess_throughput.py", ["--clips", "4", "--batch", "2", "--repeats", "1",
+                                            "--methods", "hf,batched-cpu", "--results-dir", str(tmp_path)])
     train = json.loads((tmp_path / "train_throughput.jsonl").read_text().splitlines()[0])
     assert train["loss_finite"] and train["samples_per_s"] > 0 and "error" not in train
     evaluation = json.loads((tmp_path / "eval_throughput.jsonl").read_text().splitlines()[0])
@@ -77,11 +82,11 @@ def test_adapter_variants_benchmark_trains_and_scores_each_variant(tiny_whisper_
             subprocess.run(["espeak-ng", "-w", str(folder / f"c{i}.wav"), text], check=True)
             lines.append(f"c{i}.wav,{text}")
         (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "benchmarks/adapter_variants.py", "--model", str(tiny_whisper_dir), "--data",
-           str(tmp_path / "corpus"), "--steps", "2", "--batch", "2", "--r", "4", "--alpha", "8", "--variants",
-           "dora,adalora", "--work", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
-           "--set", "generation.max_new_tokens=4", "--set", "data.cache_dir=" + str(tmp_path / "features")]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    run_script("adapter_variants.py", [
+        "--model", str(tiny_whisper_dir), "--data", str(tmp_path / "corpus"), "--steps", "2", "--batch", "2", "--r", "4",
+        "--alpha", "8", "--variants", "dora,adalora", "--work", str(tmp_path / "runs"),
+        "--results", str(tmp_path / "results"), "--set", "generation.max_new_tokens=4",
+        "--set", "data.cache_dir=" + str(tmp_path / "features")])
     rows = [json.loads(x) for x in (tmp_path / "results" / "adapter_variants.jsonl").read_text().splitlines()]
     assert [r["variant"] for r in rows] == ["dora", "adalora"] and len({r["run_id"] for r in rows}) == 1
     for row in rows:

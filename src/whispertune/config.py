@@ -7,7 +7,6 @@ ConfigError naming the key and what is accepted.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from .config_augment import AugmentConfig, check_augment
 from .config_lora import LoraConfig, check_lora
 from .config_train_checks import check_kept_training
 from .config_triage import check_triage
-from .config_values import coerce_value, parse_override, read_flag_value
+from .config_values import check_ranges, coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
 
 # The speed presets' names; their settings are training.presets.PRESETS, a table keyed by these names.
@@ -234,7 +233,7 @@ def validate(cfg: Config) -> None:
     if not DEVICE_MAP.match(cfg.quantization.device_map):
         raise ConfigError(f"quantization.device_map: got {cfg.quantization.device_map!r}, expected one of "
                           "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N")
-    _check_ranges(cfg)
+    check_ranges(cfg)
     check_triage(cfg.data)
     check_augment(cfg)
     check_kept_training(cfg.train, cfg.data)
@@ -262,41 +261,3 @@ def _check_streaming(cfg: Config) -> None:
     if cfg.data.shuffle_buffer <= 0:
         raise ConfigError(f"data.shuffle_buffer: got {cfg.data.shuffle_buffer}, expected a positive integer")
 
-
-# (section, key, lowest, highest allowed; None: unbounded). Fields checked elsewhere in `validate`, with their
-# own explanations, are not repeated here. eval.batch_size 0 means auto.
-_RANGES: list[tuple[str, str, float | None, float | None]] = [
-    ("quantization", "llm_int8_threshold", 0.0, None),
-    ("data", "max_train_samples", 1, None),
-    ("data", "max_eval_samples", 1, None),
-    ("train", "gradient_accumulation_steps", 1, 4096),
-    ("train", "warmup_steps", 0, None),
-    ("train", "eval_steps", 1, None),
-    ("train", "save_steps", 1, None),
-    ("train", "save_total_limit", 1, None),
-    ("train", "logging_steps", 1, None),
-    ("train", "seed", 0, 2**32 - 1),
-    ("eval", "batch_size", 0, 4096),
-    ("generation", "max_new_tokens", 1, 448),  # Whisper's decoder has 448 positions
-    ("generation", "train_generation_max_length", 1, 448),
-    ("generation", "num_beams", 1, 64),
-]
-
-
-def _check_ranges(cfg: Config) -> None:
-    """Every numeric field in its range; NaN and infinity refused wherever a number is expected."""
-    for section, key, lo, hi in _RANGES:
-        value = getattr(getattr(cfg, section), key)
-        if value is None:
-            continue
-        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-            kind = "an integer" if isinstance(value, int) else "a number"
-            span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-            raise ConfigError(f"{section}.{key}: got {value}, expected {kind} {span}")
-    for section, key in (("train", "learning_rate"), ("train", "num_epochs")):
-        value = getattr(getattr(cfg, section), key)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{section}.{key}: got {value}, expected a positive number")
-    if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
-        raise ConfigError(f"train.max_steps: got {cfg.train.max_steps}, expected -1 (train.num_epochs decides) "
-                          "or a positive integer")

@@ -1,9 +1,11 @@
 """How config values are read and checked against their declared types: YAML values and `--section.key value`
-flag text, each turned into the field's type or refused with a ConfigError naming the key and what is accepted.
+flag text, each turned into the field's type or refused with a ConfigError naming the key and what is accepted;
+and the numeric fields' ranges (`check_ranges`, called by `config.validate`).
 """
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -106,3 +108,43 @@ def read_flag_value(raw: str, tp: Any) -> Any:
         except ValueError:
             pass
     return value
+
+
+# (section, key, lowest, highest allowed; None: unbounded). Fields checked elsewhere in `config.validate`, with their
+# own explanations, are not repeated here. eval.batch_size 0 means auto.
+RANGES: list[tuple[str, str, float | None, float | None]] = [
+    ("quantization", "llm_int8_threshold", 0.0, None),
+    ("data", "max_train_samples", 1, None),
+    ("data", "max_eval_samples", 1, None),
+    ("train", "gradient_accumulation_steps", 1, 4096),
+    ("train", "warmup_steps", 0, None),
+    ("train", "eval_steps", 1, None),
+    ("train", "save_steps", 1, None),
+    ("train", "save_total_limit", 1, None),
+    ("train", "logging_steps", 1, None),
+    ("train", "seed", 0, 2**32 - 1),
+    ("eval", "batch_size", 0, 4096),
+    ("generation", "max_new_tokens", 1, 448),  # Whisper's decoder has 448 positions
+    ("generation", "train_generation_max_length", 1, 448),
+    ("generation", "num_beams", 1, 64),
+]
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every numeric field in its range; NaN and infinity refused wherever a number is expected. `cfg` is the
+    Config (not imported: config.py imports this module)."""
+    for section, key, lo, hi in RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            kind = "an integer" if isinstance(value, int) else "a number"
+            span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{section}.{key}: got {value}, expected {kind} {span}")
+    for section, key in (("train", "learning_rate"), ("train", "num_epochs")):
+        value = getattr(getattr(cfg, section), key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{section}.{key}: got {value}, expected a positive number")
+    if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
+        raise ConfigError(f"train.max_steps: got {cfg.train.max_steps}, expected -1 (train.num_epochs decides) "
+                          "or a positive integer")

@@ -3,11 +3,12 @@ of a checkpoint write) and resumed with `--resume` each time ends exactly where 
 
 Start-up cost, measured on the 2-core CI machine: `python -m whispertune.cli train` spends ~16 s of an
 18 s tiny run importing torch/transformers/peft/bitsandbytes. Paying that for each of 7 launches would
-take ~2 minutes, so the reference run is a real `python -m whispertune.cli train` subprocess and the
-killed/resumed runs are children of a multiprocessing fork server that imported whispertune once; each
-runs the same `whispertune.cli.main([...])` entry point in its own process and is killed with a real
-SIGKILL. (Not plain fork from the test process: after torch has run parallel CPU work there, a forked
-child can hang in OpenMP's thread pool.)
+take ~2 minutes, so the reference run is a real `python -m whispertune.cli train` subprocess
+(`cli_reference_run` of tests/training/conftest.py, shared with tests/training/test_run_faults.py) and the
+killed/resumed runs are children of a multiprocessing fork server that imported whispertune once; each runs
+the same `whispertune.cli.main([...])` entry point in its own process and is killed with a real SIGKILL.
+(Not plain fork from the test process: after torch has run parallel CPU work there, a forked child can hang
+in OpenMP's thread pool.)
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import make_tiny_whisper
+from tests.helpers import CLI_STEPS, cli_config
 from whispertune.training.checkpoints import STAGING, checkpoint_step, complete_checkpoints
 
-STEPS = 12  # 6 clips, batch 2: 3 steps an epoch, so resumes also land mid-epoch
-SAVE_STEPS = 2
+STEPS = CLI_STEPS
+SAVE_STEPS = 2  # as in the reference run
 KILLS = 6
 TIMEOUT_S = 60.0
 
@@ -70,38 +68,15 @@ def _writing_checkpoint(staging: Path) -> bool:
     return any((d / "adapter_model.safetensors").exists() for d in staging.glob("checkpoint-*"))
 
 
-def _write_config(path: Path, model_dir: Path, data_dir: Path, out: Path) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(model_dir), "language": "en"},
-        "quantization": {"mode": "none"},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "fc1"]},
-        "data": {"path": str(data_dir), "eval_split": None, "cache_dir": str(path.parent / "features")},
-        "train": {"output_dir": str(out), "max_steps": STEPS, "per_device_batch_size": 2,
-                  "learning_rate": 0.01, "warmup_steps": 0, "logging_steps": 1, "save_strategy": "steps",
-                  "save_steps": SAVE_STEPS, "gradient_checkpointing": False, "report_to": [],
-                  "eval_strategy": "no"},
-    }
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
 @pytest.mark.synth
 def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
-        speech_folder, multilingual_tokenizer_dir, tmp_path):
-    model_dir = make_tiny_whisper(tmp_path / "model", multilingual_tokenizer_dir, d_model=32, layers=1)
-    threads = str(torch.get_num_threads())  # the forked runs inherit this; give the reference the same
-
-    # Reference: one uninterrupted run through the real command line.
-    ref_cfg = _write_config(tmp_path / "ref.yaml", model_dir, speech_folder, tmp_path / "ref")
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "whispertune.cli", "train", "--config", str(ref_cfg)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    reference = _logged_losses(tmp_path / "ref")
+        cli_reference_run, cli_model_dir, speech_folder, tmp_path):
+    threads = torch.get_num_threads()  # the reference ran with this many (cli_env); the forked runs set the same
+    reference = _logged_losses(cli_reference_run)
     assert sorted(reference) == list(range(1, STEPS + 1))
 
     run = tmp_path / "killed"
-    cfg = _write_config(tmp_path / "killed.yaml", model_dir, speech_folder, run)
+    cfg = cli_config(tmp_path / "killed.yaml", cli_model_dir, speech_folder, run, save_steps=SAVE_STEPS)
     staging = run / "checkpoints" / STAGING
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "whispertune.cli", "whispertune.training.trainer"])
@@ -114,7 +89,7 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
         before = _logged_losses(run)
         start = max(before, default=0)
         proc = ctx.Process(target=_run_cli,
-                           args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log"), int(threads)))
+                           args=(["train", "--config", str(cfg), *resume], str(tmp_path / "out.log"), threads))
         proc.start()
         if kills >= mid_write_kill_at and not mid_write_seen:
             _wait_for(lambda: _writing_checkpoint(staging), proc, "a checkpoint write")
@@ -148,7 +123,7 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
 
     # Finish with --resume and compare with the uninterrupted run.
     proc = ctx.Process(target=_run_cli,
-                       args=(["train", "--config", str(cfg), "--resume"], str(tmp_path / "out.log"), int(threads)))
+                       args=(["train", "--config", str(cfg), "--resume"], str(tmp_path / "out.log"), threads))
     proc.start()
     proc.join(timeout=300)
     assert proc.exitcode == 0, (tmp_path / "out.log").read_text()[-3000:]
@@ -158,10 +133,10 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(
     assert [e["step"] for e in lines if "loss" in e] == list(range(1, STEPS + 1))  # each step once
     for step in range(1, STEPS + 1):
         assert final[step] == pytest.approx(reference[step], rel=1e-5), step
-    ref_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    ref_metrics = json.loads((cli_reference_run / "metrics.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["final_train_loss"] == pytest.approx(ref_metrics["final_train_loss"], rel=1e-5)
-    ref_adapter = load_file(tmp_path / "ref" / "adapter" / "adapter_model.safetensors")
+    ref_adapter = load_file(cli_reference_run / "adapter" / "adapter_model.safetensors")
     adapter = load_file(run / "adapter" / "adapter_model.safetensors")
     assert ref_adapter.keys() == adapter.keys()
     for name, tensor in ref_adapter.items():

@@ -1,9 +1,11 @@
 """Issue 18: data-parallel training through torchrun's module form, two CPU processes on gloo.
 
-Each run is a real `python -m torch.distributed.run --nproc_per_node 2 -m whispertune.cli train` (or the plain
-command for one rank) on a tiny random Whisper and 16 real synthesized clips whose transcripts have the same
-token count: then the mean of the two ranks' token-mean losses is exactly the token mean over the global batch,
-and 2 ranks x 4 equals 1 rank x 8 up to float rounding (tolerance 1e-4 relative on every logged loss).
+Each run of two ranks is a real `python -m torch.distributed.run --nproc_per_node 2 -m whispertune.cli train` on a
+tiny random Whisper and 16 real synthesized clips whose transcripts have the same token count: then the mean of the
+two ranks' token-mean losses is exactly the token mean over the global batch, and 2 ranks x 4 equals 1 rank x 8 up
+to float rounding (tolerance 1e-4 relative on every logged loss). The one-rank runs they are compared with call the
+same `whispertune.cli.main` in this process, on one thread as each rank has (a launch would add nothing but
+Python's and torch's start-up).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from tests.helpers import make_tiny_whisper, write_espeak_folder
+from whispertune.cli import main as cli_main
 from whispertune.training.checkpoints import STAGING, checkpoint_step, is_complete
 
 pytestmark = pytest.mark.synth
@@ -53,8 +56,7 @@ def _args(model_dir: Path, clips: Path, out: Path, batch: int) -> list[str]:
 
 
 def _command(ranks: int, args: list[str]) -> list[str]:
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks)] if ranks > 1 else []
-    return [sys.executable, *launcher, "-m", "whispertune.cli", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "-m", "whispertune.cli", *args]
 
 
 def _env() -> dict[str, str]:
@@ -62,6 +64,14 @@ def _env() -> dict[str, str]:
 
 
 def _train(ranks: int, args: list[str]) -> None:
+    if ranks == 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # OMP_NUM_THREADS=1, as in each rank (_env)
+        try:
+            assert cli_main(args) == 0
+        finally:
+            torch.set_num_threads(threads)
+        return
     done = subprocess.run(_command(ranks, args), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 

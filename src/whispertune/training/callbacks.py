@@ -1,5 +1,5 @@
-"""Trainer callbacks of `train()`: the flushed JSON-lines log, TensorBoard, the stage clock, and the epoch
-handed to an augmented training dataset."""
+"""Trainer callbacks of `train()`: the flushed JSON-lines log (and its trim on resume), TensorBoard, the stage
+clock, and the epoch handed to an augmented training dataset."""
 
 from __future__ import annotations
 
@@ -24,6 +24,20 @@ class JsonlLogCallback(TrainerCallback):
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
                 fh.flush()
+
+
+def trim_log(path: Path, last_step: int) -> None:
+    """On resume, drop log lines from steps after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except ValueError:  # a line torn by a kill mid-write
+            continue
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 class StageClock(TrainerCallback):

@@ -36,7 +36,7 @@ from ..model.lora import add_lora, prepare_for_training
 from ..model.portable import write_portable_files
 from .arguments import training_arguments
 from .atomic_trainer import AtomicCheckpointTrainer
-from .callbacks import DatasetEpoch, StageClock, callbacks
+from .callbacks import DatasetEpoch, StageClock, callbacks, trim_log
 from .checkpoints import (
     STAGING,
     best_record,
@@ -69,20 +69,6 @@ class TrainResult:
 
 
 GENERATION_MARGIN = 4  # tokens beyond the longest eval label that evaluation by generation may produce
-
-
-def _trim_log(path: Path, last_step: int) -> None:
-    """On resume, drop log lines from steps after the checkpoint (they will be logged again)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except ValueError:  # a line torn by a kill mid-write
-            continue
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog | None = None):
@@ -233,7 +219,7 @@ def _train(plan: Plan, resume_from: str | None, extra_callbacks) -> TrainResult:
         shutil.rmtree(ckpt_root / STAGING, ignore_errors=True)  # a checkpoint interrupted mid-write
         write_file_atomically(run_dir / "config.yaml", cfg.to_yaml())
         if resume_from:
-            _trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
+            trim_log(log_path, checkpoint_step(Path(resume_from)) or 0)
         else:
             log_path.unlink(missing_ok=True)
             (run_dir / SKIP_LOG_FILENAME).unlink(missing_ok=True)
