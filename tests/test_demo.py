@@ -14,12 +14,12 @@ from whispertune.demo import DemoSettings, choose_quantization, run_demo
 def test_short_demo_lowers_wer_and_cer(tmp_path, capsys):
     settings = DemoSettings(
         out_dir=str(tmp_path / "run"), corpus_dir=str(tmp_path / "corpus"), variants=1, train_sentences=32,
-        test_sentences=8, epochs=3, batch_size=8, learning_rate=2e-3, engines=("espeak-ng",), max_new_tokens=64,
-        progress=False, scorecard_clips=1,
+        test_sentences=8, pack_utterances=4, epochs=3, batch_size=4, learning_rate=2e-3, lora_r=32,
+        engines=("espeak-ng",), max_new_tokens=64, progress=False, scorecard_clips=1,
     )
     result = run_demo(settings)
 
-    assert result.test_clips == 8 and result.train_clips == 32
+    assert result.test_clips == 8 and result.train_clips == 32 and result.train_windows < 32  # packed, 1..4 a window
     assert result.after["wer"] < result.before["wer"], (result.before, result.after)
     assert result.after["cer"] < result.before["cer"], (result.before, result.after)
     run = result.run_dir

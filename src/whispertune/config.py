@@ -17,7 +17,7 @@ import yaml
 
 from .config_augment import AugmentConfig, check_augment
 from .config_lora import LoraConfig, check_lora
-from .config_train_checks import check_kept_training
+from .config_train_checks import check_kept_training, check_packing
 from .config_triage import check_triage
 from .config_values import check_ranges, coerce_value, parse_override, read_flag_value
 from .errors import ConfigError
@@ -62,6 +62,7 @@ class DataConfig:
     shuffle_buffer: int = 1000  # streamed rows shuffled within a buffer of this many (seeded by train.seed)
     num_proc: int = 1
     max_duration_s: float = 30.0
+    pack_utterances: int = 1  # > 1: training clips packed 1..N to a 30 s window (data/packing.py); 1: off
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     cache_dir: str | None = None  # default: <user cache>/whispertune/features
@@ -237,6 +238,7 @@ def validate(cfg: Config) -> None:
     check_triage(cfg.data)
     check_augment(cfg)
     check_kept_training(cfg.train, cfg.data)
+    check_packing(cfg)
     if cfg.train.max_nonfinite_steps <= 0:
         raise ConfigError(f"train.max_nonfinite_steps: got {cfg.train.max_nonfinite_steps}, expected a positive integer")
     from .languages import resolve_language  # lazy: `whispertune --help` imports config, languages imports transformers

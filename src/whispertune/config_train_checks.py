@@ -1,6 +1,6 @@
 """Checks of what training keeps and measures (`train.select_best`, `train.timestamp_probability`,
-`train.predict_with_generate`), called by `config.validate`: combinations that cannot run, or under which the
-best checkpoint cannot be chosen, are refused up front."""
+`train.predict_with_generate`, `data.pack_utterances`), called by `config.validate`: combinations that cannot
+run, or under which the best checkpoint cannot be chosen, are refused up front."""
 
 from __future__ import annotations
 
@@ -23,6 +23,28 @@ def check_kept_training(train: Any, data: Any) -> None:
                           "(train.cache_encoder_outputs): drop one of them (eval loss is still measured)")
     if train.select_best != "no":
         _check_select_best(train, data)
+
+
+MAX_PACK = 32  # a 30 s window holds no more short clips than this, nor a 448-token label more transcripts
+
+
+def check_packing(cfg: Any) -> None:
+    """`data.pack_utterances` (data/packing.py) and what it cannot be combined with (`cfg`: a Config)."""
+    n = cfg.data.pack_utterances
+    if not 1 <= n <= MAX_PACK:
+        raise ConfigError(f"data.pack_utterances: got {n}, expected an integer in [1, {MAX_PACK}] "
+                          "(1: one clip per window, no packing)")
+    if n == 1:
+        return
+    if cfg.data.streaming:
+        raise ConfigError("data.pack_utterances > 1 packs the whole training split up front; a streamed split "
+                          "(data.streaming: true) cannot be packed: drop one of them")
+    if cfg.train.timestamp_probability > 0:
+        raise ConfigError("data.pack_utterances > 1 cannot be combined with train.timestamp_probability > 0 "
+                          "(packed windows carry no segment times); drop one of them")
+    if cfg.augment.audio_on:
+        raise ConfigError("data.pack_utterances > 1 cannot be combined with augment's audio transforms (the "
+                          "windows are packed once, before training); drop one of them")
 
 
 def _check_select_best(train: Any, data: Any) -> None:

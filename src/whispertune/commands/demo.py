@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", type=COUNT, default=d.variants, help="voices per sentence")
     p.add_argument("--train-sentences", type=COUNT, default=d.train_sentences, help="limit the training sentences")
     p.add_argument("--test-sentences", type=COUNT, default=d.test_sentences, help="test sentences to score")
+    p.add_argument("--pack-utterances", type=int_in(1, 32), default=d.pack_utterances, metavar="N",
+                   help=f"pack 1..N training clips into each 30 s window (default {d.pack_utterances}; 1: off)")
     p.add_argument("--epochs", type=float_in(0, None, lo_open=True), default=d.epochs)
     p.add_argument("--batch-size", type=BATCH_SIZE, default=d.batch_size)
     p.add_argument("--learning-rate", type=float_in(0, None, lo_open=True), default=d.learning_rate)
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(
         out_dir=args.out, corpus_dir=args.corpus, model=args.model, variants=args.variants,
-        train_sentences=args.train_sentences, test_sentences=args.test_sentences, epochs=args.epochs,
+        train_sentences=args.train_sentences, test_sentences=args.test_sentences, pack_utterances=args.pack_utterances, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lora_r=args.lora_r,
         quantization=args.quantization, engines=tuple(e for e in args.engines.split(",") if e), seed=args.seed,
         scorecard_clips=args.scorecard_clips,

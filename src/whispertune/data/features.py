@@ -227,6 +227,20 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
     return good.take(max_samples) if max_samples is not None else good
 
 
+def store_dataset(result: Dataset, target: Path, marker: str, marker_text: str) -> Dataset:
+    """Save `result` as the cache entry `target` and load it back (memory-mapped). The `marker` file, written
+    last with `marker_text`, marks a complete entry; the entry appears at once (a rename) or not at all."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    result.save_to_disk(str(tmp))
+    (tmp / marker).write_text(marker_text, encoding="utf-8")
+    if target.exists():  # another process finished first; its result is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return datasets.load_from_disk(str(target))
+
+
 def prepare_split(
     examples: Dataset | IterableDataset,
     processor: Any,
@@ -269,16 +283,7 @@ def prepare_split(
     else:
         log.info("features cache miss: computing %d examples into %s", len(examples), target)
         result, skipped = _compute(examples, featurizer, data.num_proc, key, max_samples)
-        tmp = target.with_name(f"{key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        result.save_to_disk(str(tmp))
-        # skipped.json is written last: its presence marks a complete cache entry.
-        (tmp / "skipped.json").write_text(json.dumps(skipped), encoding="utf-8")
-        if target.exists():  # another process finished first; its result is the same
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        result = datasets.load_from_disk(str(target))
+        result = store_dataset(result, target, "skipped.json", json.dumps(skipped))
 
     for row in skipped:
         report.skip(split, row["id"], row["file"], row["reason"], row["detail"])

@@ -6,6 +6,8 @@ Counting convention (the same split key must be used by every stage):
 - `skipped`: rows dropped, by reason; every one is also listed in `examples`.
 - `kept`: rows in the final dataset (set by the last stage; otherwise `seen - skipped`).
 - `unused`: `seen - kept - skipped`, rows never looked at because of a `max_*_samples` limit.
+- `packing` (only for a packed training split, data/packing.py): how many windows hold its kept rows, and how
+  many windows hold 1, 2, ... of them; `kept` still counts rows (clips), not windows.
 - `flagged` (only for a split that data triage looked at, data/triage.py): rows that look wrong but were used
   unless dropped, by reason, with a few examples each; a dropped flagged row is also counted as skipped.
 """
@@ -69,6 +71,7 @@ class DataReport:
         self.examples: list[dict[str, Any]] = []
         self.flags: dict[str, FlagStats] = {}
         self.augmentation: dict[str, Any] = {}  # split -> the on-the-fly augmentation applied to it
+        self.packing: dict[str, dict[str, Any]] = {}  # split -> how its clips were packed (data/packing.py)
 
     def _stats(self, split: str) -> SplitStats:
         return self.splits.setdefault(split, SplitStats())
@@ -151,6 +154,8 @@ class DataReport:
                 text += " (" + ", ".join(f"{n} {r}" for r, n in stats.skipped.most_common()) + ")"
             if stats.unused:
                 text += f", {stats.unused} unused (max samples)"
+            if name in self.packing:
+                text += f", packed into {self.packing[name]['windows']} windows"
             parts.append(text)
         return "; ".join(parts) if parts else "no data"
 
@@ -167,6 +172,7 @@ class DataReport:
             "skipped_examples": list(self.examples),
             "summary": self.summary_line(),
             **({"augmentation": dict(self.augmentation)} if self.augmentation else {}),
+            **({"packing": dict(self.packing)} if self.packing else {}),
         }
 
     def write(self, path: str | Path) -> Path:

@@ -75,6 +75,8 @@ class RunIdentity:
         for key in ("variant", *ADALORA_KEYS):
             if fields["lora"].get(key) == getattr(defaults, key):
                 fields["lora"].pop(key)
+        if fields["data"].get("pack_utterances") == 1:  # off, as before the key existed: old runs resume
+            fields["data"].pop("pack_utterances")
         train = fields["train"]
         train["global_batch_size"] = (train.pop("per_device_batch_size") * train.pop("gradient_accumulation_steps")
                                       * world_size)

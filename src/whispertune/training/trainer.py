@@ -24,6 +24,7 @@ from ..config import Config
 from ..data.augment import augmented, enable_spec_augment
 from ..data.collate import SpeechCollator, training_view
 from ..data.features import prepare_split
+from ..data.packing import pack_split
 from ..data.report import REPORT_FILENAME, SKIP_LOG_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
 from ..data.timestamps import TimestampChoice
@@ -82,11 +83,15 @@ def prepare_data(plan: Plan, processor, max_label_length: int, skip_log: SkipLog
         train_ds = stream_split(plan, processor, common, skip_log)
     else:
         examples = load_examples(cfg.data, cfg.data.train_split, report)
+        packing = cfg.data.pack_utterances > 1
         train_ds = prepare_split(examples, processor, cfg.data, split=cfg.data.train_split,
-                                 max_samples=cfg.data.max_train_samples, keep_audio=cfg.augment.audio_on,
+                                 max_samples=cfg.data.max_train_samples, keep_audio=cfg.augment.audio_on or packing,
                                  timestamps=TimestampChoice(cfg.train.timestamp_probability, cfg.train.seed), **common)
         # speaking-rate flags: recorded in the report, the rows dropped only with data.drop_flagged
         train_ds = triage_training_split(train_ds, examples, cfg.data, report, cfg.data.train_split)
+        if packing:  # after triage: the clips are checked one by one, then packed into windows
+            train_ds = pack_split(train_ds, processor, cfg.data, seed=cfg.train.seed, split=cfg.data.train_split,
+                                  **common)
         if cfg.augment.audio_on:
             train_ds = augmented(train_ds, cfg.augment, processor.feature_extractor, seed=cfg.train.seed,
                                  max_duration_s=cfg.data.max_duration_s)
