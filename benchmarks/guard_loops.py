@@ -62,7 +62,7 @@ def main() -> None:
     record = {"model": args.model, "adapter": args.adapter, "language": args.language, "data": args.data,
               "max_new_tokens": args.max_new_tokens, "device": loaded.info["device"], "torch_threads":
               torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "runs": runs}
-    write_file_atomically(args.out, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_file_atomically(Path(args.out), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     for run in runs:
         print(f"guard={run['guard']}: loops {run['loop_rate_greedy']} % greedy -> {run['loop_rate_kept']} % kept, "
               f"WER {run['wer']} CER {run['cer']} (normalized {run['wer_normalized']} / {run['cer_normalized']}), "

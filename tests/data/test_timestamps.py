@@ -140,3 +140,68 @@ def test_bad_segments_are_skipped_and_counted(processor, tmp_path):
     ds = prepared(processor, root / "train.jsonl", tmp_path, TimestampChoice(1.0), report)
     assert len(ds) == 1
     assert report.skipped("train") == {"bad_segments": 2, "segments_past_end": 1}
+
+
+def _write_dataset(root: Path, kind: str) -> DataConfig:
+    """Three 2 s clips as a Hub-style dataset (audio bytes in the rows): parquet shards that `load_dataset`
+    reads (`hub`), or a DatasetDict saved with save_to_disk (`disk`, segments as JSON text); the second row
+    has none, the third has segments out of order."""
+    import datasets
+
+    (root / "wav").mkdir(parents=True)
+    clips = []
+    for i in range(3):
+        _tone(root / "wav" / f"c{i}.wav")
+        clips.append({"bytes": (root / "wav" / f"c{i}.wav").read_bytes(), "path": f"c{i}.wav"})
+    backwards = [SEGMENTS[1], SEGMENTS[0]]
+    segments = [SEGMENTS, [], backwards]
+    if kind == "disk":
+        segments = [json.dumps(s) if s else "" for s in segments]  # an empty text is no segments, as in a csv
+    ds = datasets.Dataset.from_dict({"audio": clips, "sentence": ["hello there good morning"] * 3,
+                                     "id": ["r0", "r1", "r2"], "segments": segments})
+    if kind == "disk":
+        datasets.DatasetDict({"train": ds}).save_to_disk(str(root / "saved"))
+        return DataConfig(source="disk", path=str(root / "saved"), text_column="sentence",
+                          cache_dir=str(root / "cache"))
+    (root / "shards").mkdir()
+    for n in range(2):  # two shards, as the Hub's parquet conversion writes them
+        ds.select(range(n, 3, 2)).to_parquet(str(root / "shards" / f"train-0000{n}-of-00002.parquet"))
+    return DataConfig(source="hub", path=str(root / "shards"), text_column="sentence", cache_dir=str(root / "cache"),
+                      streaming=kind == "stream")
+
+
+@pytest.mark.parametrize("kind", ["hub", "stream", "disk"])
+def test_hub_and_saved_datasets_carry_a_segments_column_into_timestamped_labels(processor, tmp_path, kind):
+    data = _write_dataset(tmp_path, kind)
+    (tmp_path / "wav").rename(tmp_path / "gone")  # the rows carry their audio
+    report = DataReport()
+    examples = load_examples(data, "train", report)
+    assert "segments" in examples.column_names
+    ds = prepare_split(examples, processor, data, language="en", task="transcribe", report=report, split="train",
+                       timestamps=TimestampChoice(1.0))
+    rows = {row["id"]: row["labels"] for row in ds}
+    begin = timestamp_begin(processor.tokenizer)
+    assert set(rows) == {"r0", "r1"}  # r2's segments run backwards: skipped
+    assert [(t - begin) * 0.02 for t in rows["r0"] if t >= begin] == pytest.approx([0.0, 0.9, 1.2, 1.9])
+    assert not any(t >= begin for t in rows["r1"])  # no segments: a plain label
+    if kind != "stream":  # a stream counts its rows where they are read (training.streaming)
+        assert report.skipped("train") == {"bad_segments": 1}
+
+
+def test_segments_column_types_a_dataset_may_declare():
+    import datasets
+
+    from whispertune.data.segments import SEGMENTS_FEATURE, column_feature, stored_segments
+    from whispertune.errors import UserError
+
+    fields = {"start": datasets.Value("float32"), "end": datasets.Value("int64"), "text": datasets.Value("string")}
+    assert column_feature(datasets.List(fields), "d") == SEGMENTS_FEATURE
+    assert column_feature(datasets.Value("string"), "d") == datasets.Value("string")
+    # a Sequence of a dict is declared columnar (a dict of lists); its rows become the same list of segments
+    columnar = column_feature(datasets.Sequence(fields), "d")
+    ds = datasets.Dataset.from_dict({"segments": [{k: [s[k] for s in SEGMENTS] for k in fields}]},
+                                    features=datasets.Features({"segments": columnar}))
+    assert stored_segments(ds[0]["segments"], "d") == SEGMENTS
+    assert stored_segments({"start": [], "end": [], "text": []}, "d") is None and stored_segments([], "d") is None
+    with pytest.raises(UserError, match=r"d: the 'segments' column is List\(Value\('string'\)\); expected a list of"):
+        column_feature(datasets.List(datasets.Value("string")), "d")

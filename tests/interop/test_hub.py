@@ -107,3 +107,20 @@ def test_readme_of_the_user_is_kept(tmp_path, run_dir):
     with pytest.raises(UserError):
         push(folder, "someone/y", token="hf_not_a_real_token")  # offline in tests: fails, after the card step
     assert (folder / "README.md").read_text() == "my own card\n"
+
+
+def test_card_shows_the_checkpoint_select_best_kept(tmp_path):
+    """Under train.select_best the card's WER/CER is the kept checkpoint's, with its step, not the last one's."""
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    best = {"metric": "eval_wer", "step": 200, "score": 21.5, "checkpoint": "checkpoint-200",
+            "eval": {"eval_loss": 0.5, "eval_wer": 21.5, "eval_cer": 7.25}}
+    metrics = {"global_step": 300, "eval": {"eval_wer": 23.5, "eval_cer": 8.0}, "best": best}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    card = model_card(tmp_path / "adapter")
+    assert ("Measured on the evaluation split: WER 21.50, CER 7.25 at step 200 (`checkpoint-200`), the checkpoint "
+            "`train.select_best` kept as this model (lowest eval_wer). The last evaluation, at step 300: WER 23.50, "
+            "CER 8.00.") in card
+    best.update(metric="eval_loss", score=0.5, eval={"eval_loss": 0.5})  # chosen by loss, no WER measured
+    (tmp_path / "metrics.json").write_text(json.dumps({"global_step": 300, "eval": {"eval_loss": 0.6}, "best": best}))
+    assert "Measured on the evaluation split: eval_loss 0.5 at step 200 (`checkpoint-200`)" in model_card(tmp_path / "adapter")

@@ -26,8 +26,10 @@ def _best_is_the_adapter(result, metric: str) -> dict:
     scores = {h["step"]: h[f"eval_{metric}"] for h in result.log_history if f"eval_{metric}" in h}
     best_step = min(scores, key=scores.get)  # the first of equal scores, as the Trainer keeps it
     best = json.loads((result.run_dir / "metrics.json").read_text())["best"]
-    assert best == {"metric": f"eval_{metric}", "step": best_step, "score": pytest.approx(scores[best_step]),
-                    "checkpoint": f"checkpoint-{best_step}"}
+    assert {k: v for k, v in best.items() if k != "eval"} == {
+        "metric": f"eval_{metric}", "step": best_step, "score": pytest.approx(scores[best_step]),
+        "checkpoint": f"checkpoint-{best_step}"}
+    assert best["eval"][f"eval_{metric}"] == pytest.approx(scores[best_step])
     chosen = result.run_dir / "checkpoints" / best["checkpoint"]
     weights = load_file(chosen / "adapter_model.safetensors")
     final = load_file(result.adapter_dir / "adapter_model.safetensors")
@@ -48,6 +50,12 @@ def test_best_checkpoint_by_wer_becomes_the_adapter(trainable_whisper_dir, speec
     # and save_total_limit 1 kept it, the only checkpoint left at the end
     assert best["step"] == 2 and result.global_step == 4
     assert [checkpoint_step(c) for c in complete_checkpoints(result.run_dir / "checkpoints")] == [2]
+    # the model card's WER/CER are the kept checkpoint's, at its step (step 4's were logged after it)
+    logged = next(h for h in result.log_history if h.get("step") == 2 and "eval_wer" in h)
+    assert best["eval"]["eval_cer"] == pytest.approx(logged["eval_cer"])
+    card = (result.adapter_dir / "README.md").read_text(encoding="utf-8")
+    assert (f"Measured on the evaluation split: WER {logged['eval_wer']:.2f}, CER {logged['eval_cer']:.2f} at step 2 "
+            "(`checkpoint-2`), the checkpoint `train.select_best` kept") in card
 
 
 @pytest.mark.synth

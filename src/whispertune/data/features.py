@@ -34,6 +34,7 @@ from ..errors import AudioError, UserError
 from .audio import SAMPLE_RATE, audio_problem, load_audio
 from .fingerprint import source_fingerprint
 from .report import DataReport, SkipLog
+from .segments import SegmentError, stored_segments
 from .timestamps import PLAIN, TimestampChoice, segments_problem, timestamped_labels
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,10 @@ class Featurizer:
         reason = audio_problem(samples, SAMPLE_RATE, min_seconds=0.1, max_seconds=self.max_duration_s)
         if reason:
             return {**out, "skip_reason": reason, "skip_detail": f"{out['duration']:.2f} s"}
-        segments = row.get("segments")
+        try:  # local rows' were checked as they were read; a Hub or saved dataset's are checked here
+            segments = stored_segments(row.get("segments"), f"row {row['id']}")
+        except SegmentError as exc:
+            return {**out, "skip_reason": exc.reason, "skip_detail": str(exc)}
         problem = segments_problem(segments, out["duration"]) if segments else None
         if problem:
             return {**out, "skip_reason": "segments_past_end", "skip_detail": problem}
@@ -222,7 +226,8 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
                 report.add_kept(split)
         return out
 
-    mapped = stream.map(run, remove_columns=["audio"], features=featurizer.features)
+    dropped = ["audio"] + (["segments"] if "segments" in (stream.column_names or []) else [])
+    mapped = stream.map(run, remove_columns=dropped, features=featurizer.features)
     good = mapped.filter(lambda reason: reason is None, input_columns="skip_reason").remove_columns(SKIP_COLUMNS)
     return good.take(max_samples) if max_samples is not None else good
 

@@ -1,11 +1,13 @@
-"""Segment times of a local row (start, end and text of each stretch of speech in the clip), for
+"""Segment times of a row (start, end and text of each stretch of speech in the clip), for
 timestamp-preserving training (data/timestamps.py).
 
-Where they come from, first found wins: the row's own `segments` value (a manifest or metadata.jsonl line's
-list of `{"start": s, "end": s, "text": "..."}`, or that list as JSON text in a metadata.csv/.tsv column), else
-a subtitle file next to the clip with the same name (`clip.srt` or `clip.vtt`, read with the `srt` and
-`webvtt-py` libraries). A row with none stays plain. Segments that cannot be read or do not fit together
-raise SegmentError, whose reason the data report counts the row's skip under.
+Where a local row's come from, first found wins: the row's own `segments` value (a manifest or metadata.jsonl
+line's list of `{"start": s, "end": s, "text": "..."}`, or that list as JSON text in a metadata.csv/.tsv column),
+else a subtitle file next to the clip with the same name (`clip.srt` or `clip.vtt`, read with the `srt` and
+`webvtt-py` libraries). A Hub or saved dataset's come from its `segments` column (`SEGMENTS_FEATURE`, or the
+list as JSON text), checked row by row as features are computed (`stored_segments`). A row with none stays
+plain. Segments that cannot be read or do not fit together raise SegmentError, whose reason the data report
+counts the row's skip under.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+import datasets
 import srt
 import webvtt
 import webvtt.errors
+from datasets import Value
 
 from ..errors import UserError
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 OVERLAP_TOLERANCE_S = 0.02  # one timestamp step: a segment may start this much before the previous one ends
+_FIELDS = {"start": Value("float64"), "end": Value("float64"), "text": Value("string")}
+SEGMENTS_FEATURE = datasets.List(_FIELDS)  # the `segments` column of examples
 
 
 class SegmentError(UserError):
@@ -89,3 +95,28 @@ def row_segments(row: dict[str, Any], audio_path: Path, where: str) -> list[dict
         if sidecar.is_file():
             return _subtitle_segments(sidecar)
     return None
+
+
+def column_feature(feature: Any, where: str) -> Any:
+    """The type a dataset's `segments` column is cast to: JSON text stays text, a list of structs becomes
+    `SEGMENTS_FEATURE`, and the columnar form a `Sequence` of a dict declares (a dict of lists) keeps that form
+    with float seconds (`stored_segments` turns it into a list)."""
+    inner = getattr(feature, "feature", None)
+    if feature == Value("string"):
+        return feature
+    if isinstance(feature, (datasets.List, datasets.LargeList)) and isinstance(inner, dict) and set(inner) == set(_FIELDS):
+        return SEGMENTS_FEATURE
+    if isinstance(feature, dict) and set(feature) == set(_FIELDS) and all(
+            isinstance(v, (datasets.List, datasets.LargeList)) for v in feature.values()):
+        return {name: datasets.List(kind) for name, kind in _FIELDS.items()}
+    raise UserError(f"{where}: the 'segments' column is {feature}; expected a list of "
+                    '{"start": s, "end": s, "text": "..."} (or that list as JSON text)')
+
+
+def stored_segments(value: Any, where: str) -> list[dict[str, Any]] | None:
+    """A dataset row's `segments` value checked (`check_segments`), or None when it is empty (a plain row)."""
+    if isinstance(value, dict):  # the columnar form: {"start": [...], "end": [...], "text": [...]}
+        value = [dict(zip(value, seg)) for seg in zip(*value.values())]
+    if value is None or (isinstance(value, (str, list)) and not value):
+        return None
+    return check_segments(value, where)

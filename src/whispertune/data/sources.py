@@ -1,8 +1,9 @@
 """Read examples from a Hub dataset, a local audio folder, a JSONL manifest or a saved dataset.
 
 Every kind returns a dataset with exactly the columns `id` (str), `audio` (undecoded
-`{"path", "bytes"}`) and `text` (str), and local data where a row has segment times (data/segments.py) a
-`segments` column too (None on rows without). Rows that cannot be used (missing audio file, a manifest line
+`{"path", "bytes"}`) and `text` (str), and a `segments` column too (data/segments.py) where local rows have
+segment times (None on rows without) or a Hub / saved dataset has a `segments` column (checked per row in
+`features`). Rows that cannot be used (missing audio file, a manifest line
 that is not JSON or not UTF-8, a missing value, a duplicate id) are skipped and counted in the
 `DataReport` under the split expression given; audio is decoded later, in `features`.
 """
@@ -22,7 +23,7 @@ from ..errors import AudioError, ConfigError, UserError
 from .audio import check_audio_path
 from .metadata import read_rows
 from .report import DataReport
-from .segments import SegmentError, row_segments
+from .segments import SEGMENTS_FEATURE, SegmentError, column_feature, row_segments
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ LOCAL_FEATURES = datasets.Features(
     {"id": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}, "text": Value("string")}
 )
 # local rows when some carry segment times
-TIMED_FEATURES = datasets.Features({**LOCAL_FEATURES, "segments": datasets.List(
-    {"start": Value("float64"), "end": Value("float64"), "text": Value("string")})})
+TIMED_FEATURES = datasets.Features({**LOCAL_FEATURES, "segments": SEGMENTS_FEATURE})
 METADATA_NAMES = ("metadata.csv", "metadata.tsv", "metadata.jsonl")
 # Values a `split` column may hold besides the splits a config names; anything else is reported, never guessed.
 STANDARD_SPLITS = ("train", "validation", "valid", "dev", "test", "eval")
@@ -192,12 +192,15 @@ def _standardize(ds: Dataset | IterableDataset, data: DataConfig, part: str, whe
             ds = ds.remove_columns("text")
         ds = ds.rename_column(data.text_column, "text")
     has_id = "id" in columns
+    # segment times for timestamped labels, as local rows carry them
+    timed = ["segments"] if "segments" in columns else []
+    features = datasets.Features({**OUTPUT_FEATURES, **{c: column_feature(ds.features[c], where) for c in timed}})
     if isinstance(ds, Dataset):
         ids = [str(i) for i in ds["id"]] if has_id else [f"{part}:{i}" for i in range(len(ds))]
-        ds = ds.select_columns(["audio", "text"]).add_column("id", ids)
-        return ds.select_columns(["id", "audio", "text"]).cast(OUTPUT_FEATURES)
-    ds = ds.map(lambda row, idx: {"id": str(row["id"]) if has_id else f"{part}:{idx}"}, with_indices=True)
-    return ds.select_columns(["id", "audio", "text"]).cast(OUTPUT_FEATURES)
+        ds = ds.select_columns(["audio", "text", *timed]).add_column("id", ids)
+    else:
+        ds = ds.map(lambda row, idx: {"id": str(row["id"]) if has_id else f"{part}:{idx}"}, with_indices=True)
+    return ds.select_columns(["id", "audio", "text", *timed]).cast(features)
 
 
 def _dedupe_dataset(ds: Dataset, split: str, report: DataReport) -> Dataset:

@@ -62,6 +62,14 @@ class AtomicCheckpointTrainer(Seq2SeqTrainer):
             inputs = {**inputs, "input_features": inputs["input_features"].to(input_dtype(model))}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
+    def evaluation_loop(self, *args, **kwargs):
+        # Seq2SeqTrainer.evaluate gathers the ranks' predictions with accelerate's `gather`, which keeps the rows
+        # the sampler repeats to give every rank a full last batch (6 clips on 2 ranks of batch 8 were scored as
+        # 16): WER, CER and loss, and so train.select_best's choice, would not be one process's. gather_for_metrics
+        # drops them (and is what the Trainer itself gathers with).
+        self.gather_function = self.accelerator.gather_for_metrics
+        return super().evaluation_loop(*args, **kwargs)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.nonfinite_guard.skipped_steps:  # also lands in train_log.jsonl and metrics
             logs = {**logs, "nonfinite_skipped": len(self.nonfinite_guard.skipped_steps)}

@@ -143,11 +143,14 @@ def finished_at(checkpoint: str, max_steps: int, num_epochs: float) -> int | Non
 
 def best_record(state, metric: str) -> dict | None:
     """What metrics.json says of the checkpoint `train.select_best` chose (None when no evaluation had run):
-    the metric, its step, its score, the checkpoint's name."""
+    the metric, its step, its score, the checkpoint's name and every eval_* number logged at its step."""
     if not state.best_model_checkpoint:
         return None
-    return {"metric": f"eval_{metric}", "step": state.best_global_step, "score": state.best_metric,
-            "checkpoint": Path(state.best_model_checkpoint).name}
+    step = state.best_global_step
+    evals = [h for h in state.log_history if h.get("step") == step and any(k.startswith("eval_") for k in h)]
+    return {"metric": f"eval_{metric}", "step": step, "score": state.best_metric,
+            "checkpoint": Path(state.best_model_checkpoint).name,
+            "eval": {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}}
 
 
 def full_weight_files(root: Path) -> list[Path]:

@@ -82,6 +82,24 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
     return ["| metric | value |", "|---|---|", *rows] if rows else ["No evaluation metrics were recorded."]
 
 
+def _rates(evals: dict[str, Any]) -> str:
+    """"WER 12.34, CER 5.67" of an evaluation's numbers (those it has)."""
+    found = [(name, evals.get(f"eval_{name.lower()}")) for name in ("WER", "CER")]
+    return ", ".join(f"{name} {value:.2f}" for name, value in found if isinstance(value, (int, float)))
+
+
+def _measured(metrics: dict[str, Any]) -> list[str]:
+    """The headline: under train.select_best the kept checkpoint's step and WER/CER (the last evaluation's
+    after it), else the last evaluation's WER/CER."""
+    best, last = metrics.get("best") or {}, _rates(metrics.get("eval", {}))
+    if not best.get("checkpoint"):
+        return [f"Measured on the evaluation split: {last}", ""] if last else []
+    chosen = _rates(best.get("eval", {})) or f"{best['metric']} {best['score']:.4g}"
+    then = f" The last evaluation, at step {metrics['global_step']}: {last}." if last and "global_step" in metrics else ""
+    return [f"Measured on the evaluation split: {chosen} at step {best['step']} (`{best['checkpoint']}`), the "
+            f"checkpoint `train.select_best` kept as this model (lowest {best['metric']}).{then}", ""]
+
+
 def _usage(kind: str, repo_id: str, meta: dict[str, Any], language: str | None, task: str) -> str:
     lang = language or "en"
     read = 'audio, rate = sf.read("clip.wav")  # 16 kHz mono'
@@ -195,9 +213,7 @@ def model_card(path: str | Path, repo_id: str | None = None) -> str:
               for s, keys in _TRAINING_KEYS.items() if config.get(s)}
     lines += ["```yaml", yaml.safe_dump(picked, sort_keys=False).strip(), "```"] if picked else ["Not recorded."]
     lines += ["", "## Evaluation", ""]
-    wer = info["metrics"].get("eval", {}).get("eval_wer")
-    if isinstance(wer, (int, float)):
-        lines += [f"Measured WER on the evaluation split: {wer:.2f}", ""]
+    lines += _measured(info["metrics"])
     lines += _metric_lines(info["metrics"])
     for fmt, parity in (meta.get("parity_by_format") or {"": meta["parity"]} if meta.get("parity") else {}).items():
         lines += _parity_lines(parity, fmt)

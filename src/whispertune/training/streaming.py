@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from ..data.features import prepare_split
 from ..data.report import REPORT_FILENAME, DataReport, SkipLog
 from ..data.sources import load_examples
+from ..data.timestamps import TimestampChoice
 from .distributed import is_main, launched_world_size
 from .plan import Plan
 
@@ -35,7 +36,8 @@ def stream_split(plan: Plan, processor, common: dict, skip_log: SkipLog):
     rows = rows.shuffle(seed=cfg.train.seed, buffer_size=cfg.data.shuffle_buffer)
     # a scratch report: the rows are counted where they are read (workers), through the skip log
     return prepare_split(rows, processor, cfg.data, split=cfg.data.train_split, max_samples=cfg.data.max_train_samples,
-                         **{**common, "report": DataReport()}, skip_log=skip_log)
+                         **{**common, "report": DataReport()}, skip_log=skip_log,
+                         timestamps=TimestampChoice(cfg.train.timestamp_probability, cfg.train.seed))
 
 
 def unstreamed(data):
