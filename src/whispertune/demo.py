@@ -80,7 +80,7 @@ class DemoResult:
 
 def default_corpus_dir(settings: DemoSettings) -> Path:
     # lazy: `whispertune --help` imports this module (commands/demo.py reads DemoSettings)
-    from .data.features import default_cache_dir
+    from .data.feature_cache import default_cache_dir
 
     name = f"demo-{settings.language}-v{settings.variants}-s{settings.seed}"
     return default_cache_dir().parent / "corpora" / name

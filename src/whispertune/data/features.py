@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import unicodedata
 import warnings
 from pathlib import Path
@@ -25,13 +24,13 @@ from typing import Any
 
 import datasets
 import numpy as np
-import platformdirs
 import torch
 from datasets import Array2D, Dataset, IterableDataset, Value
 
 from ..config import DataConfig
 from ..errors import AudioError, UserError
 from .audio import SAMPLE_RATE, audio_problem, load_audio
+from .feature_cache import default_cache_dir, store_dataset
 from .fingerprint import source_fingerprint
 from .report import DataReport, SkipLog
 from .segments import SegmentError, stored_segments
@@ -42,12 +41,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the stored columns or their meaning change
 SKIP_COLUMNS = ["file", "skip_reason", "skip_detail"]
 OUTPUT_COLUMNS = ["labels", "duration", "id", "text"]  # and the signal: input_features, or samples (keep_audio)
-
-
-def default_cache_dir() -> Path:
-    """`$WHISPERTUNE_CACHE/features`, else `<user cache dir>/whispertune/features`."""
-    root = os.environ.get("WHISPERTUNE_CACHE") or platformdirs.user_cache_dir("whispertune")
-    return Path(root) / "features"
 
 
 # Whisper's control tokens (<|endoftext|>, <|en|>, <|0.00|>...): inside a transcript they would be tokenized as
@@ -230,20 +223,6 @@ def _prepare_stream(stream: IterableDataset, featurizer: Featurizer, report: Dat
     mapped = stream.map(run, remove_columns=dropped, features=featurizer.features)
     good = mapped.filter(lambda reason: reason is None, input_columns="skip_reason").remove_columns(SKIP_COLUMNS)
     return good.take(max_samples) if max_samples is not None else good
-
-
-def store_dataset(result: Dataset, target: Path, marker: str, marker_text: str) -> Dataset:
-    """Save `result` as the cache entry `target` and load it back (memory-mapped). The `marker` file, written
-    last with `marker_text`, marks a complete entry; the entry appears at once (a rename) or not at all."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    result.save_to_disk(str(tmp))
-    (tmp / marker).write_text(marker_text, encoding="utf-8")
-    if target.exists():  # another process finished first; its result is the same
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return datasets.load_from_disk(str(target))
 
 
 def prepare_split(

@@ -30,7 +30,8 @@ from datasets import Dataset, load_from_disk
 
 from ..config import DataConfig
 from .audio import SAMPLE_RATE
-from .features import Featurizer, default_cache_dir, store_dataset
+from .feature_cache import default_cache_dir, store_dataset
+from .features import Featurizer
 from .report import DataReport
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data.audio import load_audio
-from ..data.features import default_cache_dir
+from ..data.feature_cache import default_cache_dir
 from ..data.report import DataReport
 from ..data.sources import load_examples
 from ..data.synth import synthesize_corpus

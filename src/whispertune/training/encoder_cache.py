@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..data.features import default_cache_dir
+from ..data.feature_cache import default_cache_dir
 from ..model.parts import base_model, encoder, input_dtype
 
 STORE_DTYPE = torch.float16
