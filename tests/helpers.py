@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -234,3 +237,13 @@ def write_espeak_folder(root: Path, texts: list[str]) -> Path:
         lines.append(f"clip{i}.wav,{text}")
     (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def run_two_ranks(script_text: str, flags: list[str], workdir: Path) -> None:
+    """Run `script_text` under `torchrun --nproc_per_node 2` with argv (json flags, workdir); assert it succeeded."""
+    script = workdir / "rank.py"
+    script.write_text(script_text, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           json.dumps(flags), str(workdir)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]

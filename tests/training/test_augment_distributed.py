@@ -5,13 +5,10 @@ sits in a BatchSamplerShard), so the Trainer callback `DatasetEpoch` does. A rea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import train_overrides
+from tests.helpers import run_two_ranks, train_overrides
 
 pytestmark = pytest.mark.synth
 
@@ -39,11 +36,6 @@ def test_every_rank_augments_with_the_running_epoch(trainable_whisper_dir, speec
     flags = train_overrides(trainable_whisper_dir, speech_folder, tmp_path / "run", "none", 3) + [
         "train.save_strategy=no", "train.report_to=[]", "train.eval_strategy=no", "data.eval_split=null",
         "train.dataloader_num_workers=0", "augment.enabled=true", "augment.noise_prob=1"]
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                           json.dumps(flags), str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_ranks(RANK_SCRIPT, flags, tmp_path)
     for rank in (0, 1):
         assert json.loads((tmp_path / f"epochs-{rank}.json").read_text()) == [0, 1, 2], rank

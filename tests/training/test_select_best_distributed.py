@@ -5,14 +5,11 @@ the kept checkpoint's adapter."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import train_overrides
+from tests.helpers import run_two_ranks, train_overrides
 
 pytestmark = pytest.mark.synth
 
@@ -49,12 +46,7 @@ def test_every_rank_keeps_the_same_best_checkpoint_and_rank_0_writes_it(trainabl
         "data.eval_split=train", "train.eval_strategy=steps", "train.eval_steps=2", "train.save_steps=2",
         "train.report_to=[]", "train.dataloader_num_workers=0", "train.select_best=wer",
         "train.predict_with_generate=true", "generation.train_generation_max_length=8"]
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                           json.dumps(flags), str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_ranks(RANK_SCRIPT, flags, tmp_path)
     chosen = [json.loads((tmp_path / f"best-{rank}.json").read_text()) for rank in (0, 1)]
     assert chosen[0] == chosen[1] and chosen[0]["checkpoint"] == str(run / "checkpoints" / f"checkpoint-{chosen[0]['step']}")
     metrics = json.loads((run / "metrics.json").read_text())
