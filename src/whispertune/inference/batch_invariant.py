@@ -25,6 +25,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.whisper.modeling_whisper import eager_attention_forward
 
+from ..model.parts import base_model
+
 ROWS = 64  # rows per vocabulary-projection call: one decoding step of a 64-clip batch is one call
 ATTENTION = "whispertune_batch_invariant"
 
@@ -50,17 +52,9 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out[:n].reshape(*x.shape[:-1], weight.shape[0])
 
 
-def _whisper(model: torch.nn.Module) -> torch.nn.Module:
-    """The WhisperForConditionalGeneration inside `model` (itself, or under a peft wrapper)."""
-    for module in model.modules():
-        if hasattr(module, "proj_out") and hasattr(module, "set_attn_implementation"):
-            return module
-    raise TypeError("make_batch_invariant: not a Whisper model with a vocabulary projection (proj_out)")
-
-
 def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
     """Switch `model` (in place; returned) to batch-invariant decoding on CUDA; on other devices leave it as is."""
-    whisper = _whisper(model)
+    whisper = base_model(model)  # the WhisperForConditionalGeneration, under a peft wrapper or not
     if next(whisper.parameters()).device.type == "cuda":
         install(whisper)
     return model
