@@ -11,6 +11,8 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
     kind=train,preset=auto,memory=1         ... and what its peak memory is made of (memory_peak.py; memory=stages
                                             without allocator history: weights, LoRA, optimizer, step)
     kind=harness,preset=lean,batch=12       the harness (train_throughput.py) at the same settings, same run
+    kind=train,...,compile_options=a:1;b:x  an A/B row: inductor options of the compiled layers changed
+    kind=train,...,fp8_products=all         an A/B row: FP8 in both products of every frozen layer
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
     kind=eval-recipe,batch=8                the guide's evaluation loop (eval_throughput.py loop=recipe)
     kind=e2e,train_clips=4000,eval_clips=500,epochs=3   `train` end to end with evaluation by generation
@@ -23,6 +25,7 @@ over the whole call. The label length used for MFU is the mean real label length
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import shutil
 import statistics
@@ -44,6 +47,7 @@ from memory_peak import MemoryStages, PeakBreakdown  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
+from whispertune.model import fp8  # noqa: E402
 from whispertune.training import preset_surgery  # noqa: E402
 from whispertune.training.trainer import train  # noqa: E402
 
@@ -130,8 +134,23 @@ def compile_options(spec: dict):
     """`compile_options=key:value;key:value`: an A/B row with the compiled layers' inductor options changed
     (`training.preset_surgery.COMPILE_OPTIONS`, which every compiled preset uses); values are 0/1 or text."""
     items = [x.split(":", 1) for x in spec.get("compile_options", "").split(";") if x]
-    values = {k: bool(int(v)) if v in ("0", "1") else v for k, v in items}
+    values = {k: _option_value(v) for k, v in items}
     return mock.patch.dict(preset_surgery.COMPILE_OPTIONS, values)
+
+
+def _option_value(text: str):
+    """0/1 as booleans, other integers as int (e.g. triton.multi_kernel:2), anything else as text."""
+    if text in ("0", "1"):
+        return text == "1"
+    return int(text) if text.isdigit() else text
+
+
+def fp8_products(spec: dict):
+    """`fp8_products=all`: an A/B row with both products of every frozen layer in FP8 (model.fp8.fp8_directions),
+    the wide ones too; the default is the narrow-side rule."""
+    if spec.get("fp8_products", "narrow") == "narrow":
+        return contextlib.nullcontext()
+    return mock.patch.object(fp8, "fp8_directions", lambda in_features, out_features: (True, True))
 
 
 def train_row(ctx, spec: dict) -> dict:
@@ -267,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         torch._dynamo.reset()
         try:
-            with compile_options(spec):
+            with compile_options(spec), fp8_products(spec):
                 record.update(KINDS[spec.get("kind", "train")](ctx, spec))
         except Exception as exc:  # noqa: BLE001 - one failing row must not end the run
             record["error"] = f"{type(exc).__name__}: {exc}"[:500]

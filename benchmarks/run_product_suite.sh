@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -12,7 +12,10 @@ site=/tmp/site
 if [ -n "${LOCAL_REHEARSAL:-}" ]; then site=/nonexistent  # CPU rehearsal: the local venv's packages
 elif [ ! -f /tmp/site/.installed ]; then
   [ -f "$carry/site.tar.xz" ] || { echo "wheels gone (machine was given back): start again from the first call"; exit 3; }
-  mkdir -p /tmp/site && tar -xJf "$carry/site.tar.xz" -C /tmp/site && touch /tmp/site/.installed || exit 3
+  mkdir -p /tmp/site && tar -xJf "$carry/site.tar.xz" -C /tmp/site || exit 3
+  # pure-Python runtime dependencies the wheel set lacks (srt, webvtt-py), copied from a local venv
+  if [ -d "$carry/extra" ]; then cp -r "$carry/extra/." /tmp/site/ || exit 3; fi
+  touch /tmp/site/.installed
 fi
 for d in cv en processor; do [ -d "$carry/$d" ] && [ ! -d "$bench/$d" ] && cp -r "$carry/$d" "$bench/$d"; done
 [ -d "$carry/processor" ] && cp "$carry"/processor/* "$bench/wb/"
@@ -20,6 +23,19 @@ for p in "$carry"/wb/wbpart.* "$carry"/wbpart.*; do [ -f "$p" ] && cp "$p" "$ben
 export PYTHONPATH=$site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # ARCH / E2E_TRAIN / E2E_EVAL / EVAL_CLIPS: smaller settings for a CPU rehearsal of the same commands
 P="python3 benchmarks/product_throughput.py --arch ${ARCH:-large-v2} --audio $bench/cv --processor $bench/processor --work $work --num-proc 14"
+T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 }"
+# issue 18 item 4: `launches A B`: the reference config and the default preset under each launch in turn
+# (plain = python, torchrun = torch.distributed.run with one rank); `checks` runs plain then torchrun and
+# `pair2` (the next call) torchrun then plain, so each launch is once first and once second
+launches() {
+  for tag in "$@"; do
+    launch=$([ "$tag" = plain ] && echo "$P" || echo "$T")
+    timeout 200 $launch --results-dir "$out" --steps 18 --warmup 6 \
+      --spec kind=train,preset=auto,label=$tag-default-auto \
+      --spec kind=train,preset=recipe,label=$tag-recipe-reference-config
+  done
+}
+
 case "$part" in
   train)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
@@ -153,5 +169,25 @@ for name in ("default-auto", "recipe-reference-config"):
         print(f"{name}: plain {plain['samples_per_s']} samples/s, torchrun 1 rank {ranked['samples_per_s']} ({ratio:.3f}x)")
 PY
     ;;
+  checks)
+    # issue 12: the gpu-marked batch-invariance test and the large-v2 probe with every decoder projection blocked;
+    # then issue 18 item 4 (first half)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
+    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch large-v2 --results-dir "$out" 2>&1 | tail -25
+    launches plain torchrun ;;
+  pair2)
+    launches torchrun plain ;;
+  fp8tune)
+    # issue 12: the fastest preset with inductor's multi-kernel reductions (persistent reductions over rows wider
+    # than 1024: d_model 1280 LayerNorms and the 5120-wide FP8 quantizations in one pass), with FP8 in every
+    # product (fp8_products=all) under multi-kernel, with max-autotune GEMMs; the best plain config last
+    timeout 560 $P --results-dir "$out" --steps 26 --warmup 8 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=max_autotune:1;coordinate_descent_tuning:1,label=fast-fp8-b64-max-autotune" ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -66,6 +66,11 @@ class _FP8Matmul(torch.autograd.Function):
         return _matmul(grad.contiguous(), w_bwd, w_bwd_scale).to(ctx.x_dtype), None, None, None, None, None
 
 
+def fp8_directions(in_features: int, out_features: int) -> tuple[bool, bool]:
+    """(forward, input gradient): which of a layer's two products run in FP8, the narrow-side rule above."""
+    return in_features <= out_features, out_features <= in_features
+
+
 class FP8Linear(nn.Module):
     """A frozen linear layer with float8 weights for its FP8 products (see the module docstring); bias as it was."""
 
@@ -75,8 +80,7 @@ class FP8Linear(nn.Module):
             raise ValueError("FP8Linear replaces frozen layers only (its weight gets no gradient)")
         weight = linear.weight.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.fp8_forward = self.in_features <= self.out_features
-        self.fp8_backward = self.out_features <= self.in_features
+        self.fp8_forward, self.fp8_backward = fp8_directions(self.in_features, self.out_features)
         if self.fp8_forward:
             w_fwd, fwd_scale = quantize_rows(weight)  # (out, in), scale per output channel
             fwd_scale = fwd_scale.t().contiguous()
