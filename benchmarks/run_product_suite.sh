@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3 CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -182,12 +182,27 @@ PY
   fp8tune)
     # issue 12: the fastest preset with inductor's multi-kernel reductions (persistent reductions over rows wider
     # than 1024: d_model 1280 LayerNorms and the 5120-wide FP8 quantizations in one pass), with FP8 in every
-    # product (fp8_products=all) under multi-kernel, with max-autotune GEMMs; the best plain config last
-    timeout 560 $P --results-dir "$out" --steps 26 --warmup 8 \
+    # product (fp8_products=all) under multi-kernel; the best plain config last
+    timeout 330 $P --results-dir "$out" --steps 26 --warmup 8 \
       --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
-      --spec kind=train,preset=plain,batch=48,label=plain-b48 \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=max_autotune:1;coordinate_descent_tuning:1,label=fast-fp8-b64-max-autotune" ;;
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+  invariance)
+    # issue 12: the gpu-marked batch-invariance test and the whisper-base-shaped probe (encoder in groups of clips)
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
+    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch base --results-dir "$out" 2>&1 | tail -25 ;;
+  evalspeed)
+    # issue 12: evaluate() defaults, transformers' default kernels and the guide's loop (large-v2, random weights)
+    timeout 300 $P --results-dir "$out" \
+      --spec kind=eval,batch=0,clips=512,label=evaluate-defaults \
+      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 \
+      --spec kind=eval,batch=0,clips=512,invariant=0,label=evaluate-default-kernels ;;
+  identity3)
+    cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
+      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
+    timeout 300 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
+      --results-dir "$out" ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -71,16 +71,24 @@ def test_cuda_logits_do_not_depend_on_the_batch():
 
 
 def test_install_blocks_the_batch_sized_projections_and_keeps_the_numbers():
-    """What make_batch_invariant does on CUDA, run on a CPU: the logits stay the model's, every decoder projection
-    but the cross-attention keys/values (and the vocabulary projection) runs blocked, a deep copy uses its own
-    weights (methods bound to their modules, not closures)."""
+    """What make_batch_invariant does on CUDA, run on a CPU: the logits stay the model's (3 clips: one group of
+    CLIPS, zero-padded, and its frames' keys/values), every decoder projection (and the vocabulary projection)
+    runs blocked, the cross-attention keys/values by clips' frames, a deep copy uses its own weights (methods
+    bound to their modules, not closures)."""
     import copy
 
-    from whispertune.inference.batch_invariant import _blocked_forward, blocked_projections, install
+    from whispertune.inference.batch_invariant import (
+        _blocked_forward,
+        _blocked_frames_forward,
+        _grouped_encoder_forward,
+        blocked_projections,
+        cross_attention_inputs,
+        install,
+    )
 
     model = tiny_whisper()
-    feats = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(3))
-    prompt = torch.tensor([PROMPT] * 2)
+    feats = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(3))
+    prompt = torch.tensor([PROMPT] * 3)
     with torch.inference_mode():
         before = model(input_features=feats, decoder_input_ids=prompt).logits
         install(model)
@@ -92,6 +100,10 @@ def test_install_blocks_the_batch_sized_projections_and_keeps_the_numbers():
     assert "model.decoder.layers.1.encoder_attn.q_proj" in blocked
     assert not any("encoder_attn.k_proj" in n or "encoder_attn.v_proj" in n or ".encoder." in n for n in blocked)
     assert all(getattr(m.forward, "__func__", None) is _blocked_forward for m in blocked_projections(model))
+    frames = {names[m] for m in cross_attention_inputs(model)}
+    assert frames == {f"model.decoder.layers.{i}.encoder_attn.{p}_proj" for i in (0, 1) for p in "kv"}
+    assert all(m.forward.__func__ is _blocked_frames_forward for m in cross_attention_inputs(model))
+    assert model.model.encoder.forward.__func__ is _grouped_encoder_forward
     twin = copy.deepcopy(model).double()
     with torch.inference_mode():
         assert twin(input_features=feats.double(), decoder_input_ids=prompt).logits.dtype == torch.float64

@@ -1,17 +1,17 @@
 """Batch-invariant decoding on CUDA: a clip's transcript does not depend on which clips share its batch.
 
-With bf16 weights on an H200 (benchmarks/batch_invariance_probe.py), the encoder and the decoder's d_model-wide
-projections give bitwise the same result for a clip alone and inside a batch of 64, but two products do not:
-- the vocabulary projection (`proj_out`, 51,865 outputs): cuBLAS runs another kernel for 1 row than for 64;
-- SDPA attention of one new token over the KV cache, which the GPU splits by batch size.
-Those last-bit differences flip the greedy choice wherever the top two tokens are within bf16's resolution
-(~0.06 at logits of 8-16): batched evaluation gave other transcripts than one clip at a time for 3-6 % of
-real clips (benchmarks/results/product_throughput.jsonl, kind eval-identity). So, here:
-- the vocabulary projection runs on blocks of exactly `ROWS` rows (the last one zero-padded): every call has
-  one shape, so one kernel, whose rows do not depend on one another;
-- decoder attention runs as explicit matmul + fp32 softmax (transformers' eager attention); the encoder keeps
-  SDPA, which is already invariant (it sees whole 1500-frame windows).
-The CPU kernels are invariant already; nothing is changed there.
+cuBLAS picks its kernel by the shape of a product, and two kernels can round differently; the greedy choice then
+flips wherever the top two tokens are within bf16's resolution (~0.06 at logits of 8-16). Measured on an H200
+(benchmarks/batch_invariance_probe.py, eval_identity.py): batched evaluation gave other transcripts than one clip at
+a time for 3-6 % of real clips; the vocabulary projection (51,865 outputs) and SDPA over the KV cache differed
+between 1 and 64 clips, a large-v2 decoder fc2 between 4 and 256 rows, and whisper-base clips decoded in a batch of
+60 differed from alone at their first token. So here every product whose shape follows the batch gets one shape:
+- the encoder runs on groups of exactly `CLIPS` clips (the last one zero-padded), and the decoder's
+  cross-attention keys/values, which read those encoder frames, on `CLIPS` clips' frames a call;
+- every other decoder projection and the vocabulary projection run on blocks of exactly `ROWS` rows;
+- decoder attention runs as explicit matmul + fp32 softmax (transformers' eager attention).
+Rows of one product do not depend on one another, so a clip's numbers are the same in any batch. The price: a
+single clip pays for `CLIPS` clips' encoder. The CPU kernels are invariant already; nothing is changed there.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import eager_attention_forward
 
 from ..model.parts import base_model
 
-ROWS = 64  # rows per vocabulary-projection call: one decoding step of a 64-clip batch is one call
+ROWS = 64  # rows per decoder-projection call: one decoding step of a 64-clip batch is one call
+CLIPS = 8  # clips per encoder call (12,000 frames: large enough for full-speed products)
 ATTENTION = "whispertune_batch_invariant"
 
 
@@ -43,12 +45,13 @@ AttentionInterface.register(ATTENTION, _attention)
 AttentionMaskInterface.register(ATTENTION, eager_mask)
 
 
-def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` computed `ROWS` rows at a time, so each row's result is the same in any batch."""
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   block: int = ROWS) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` computed `block` rows at a time, so each row's result is the same in any batch."""
     rows = x.reshape(-1, x.shape[-1])
     n = rows.shape[0]
-    padded = F.pad(rows, (0, 0, 0, -n % ROWS))
-    out = torch.cat([F.linear(block, weight, bias) for block in padded.split(ROWS)])
+    padded = F.pad(rows, (0, 0, 0, -n % block))
+    out = torch.cat([F.linear(part, weight, bias) for part in padded.split(block)])
     return out[:n].reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -63,25 +66,52 @@ def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
 def install(whisper: torch.nn.Module) -> None:
     """The switch itself, on any device (tests run it on a CPU, where it changes no number)."""
     whisper.set_attn_implementation(ATTENTION)
+    # methods bound to their modules (not closures over them): a deep copy of the model uses the copy's weights
     for linear in blocked_projections(whisper):
-        # bound to the module (not a closure over it): a deep copy of the model then uses the copy's own weights
         linear.forward = types.MethodType(_blocked_forward, linear)
+    for linear in cross_attention_inputs(whisper):
+        linear.forward = types.MethodType(_blocked_frames_forward, linear)
+    encoder = whisper.model.encoder
+    encoder.forward = types.MethodType(_grouped_encoder_forward, encoder)
+
+
+def _reads_encoder(name: str) -> bool:
+    return "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name
 
 
 def blocked_projections(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
     """The decoder's plain bf16/fp32 projections whose row count follows the batch, and the vocabulary projection.
 
     On the H200 a decoder fc2 (5120 -> 1280) ran another kernel for the 4-token prompt of one clip (4 rows) than
-    of 64 clips (256 rows): every such product is blocked. Left alone: the cross-attention keys/values, which read
-    each clip's 1500 encoder frames (row counts of 1500 x clips, invariant like the encoder's own products), and
-    quantized layers (bitsandbytes' Linear8bitLt / Linear4bit subclass nn.Linear but hold no float weight).
+    of 64 clips (256 rows): every such product is blocked. Left alone: quantized layers (bitsandbytes'
+    Linear8bitLt / Linear4bit subclass nn.Linear but hold no float weight) and the cross-attention keys/values
+    (`cross_attention_inputs`).
     """
-    def reads_encoder(name: str) -> bool:
-        return "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name
-
     chosen = [m for name, m in whisper.model.decoder.named_modules()
-              if type(m) is torch.nn.Linear and not reads_encoder(name)]
+              if type(m) is torch.nn.Linear and not _reads_encoder(name)]
     return chosen + ([whisper.proj_out] if type(whisper.proj_out) is torch.nn.Linear else [])
+
+
+def cross_attention_inputs(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
+    """The decoder's plain projections of the encoder frames (cross-attention keys and values): 1500 rows a clip."""
+    return [m for name, m in whisper.model.decoder.named_modules() if type(m) is torch.nn.Linear and _reads_encoder(name)]
+
+
+def _blocked_frames_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # x: (clips, frames, d_model); one call per `CLIPS` clips' frames, as the encoder produced them
+    return blocked_linear(x, self.weight, self.bias, block=CLIPS * x.shape[-2])
+
+
+def _grouped_encoder_forward(self: torch.nn.Module, input_features: torch.Tensor, *args, **kwargs):
+    """The encoder on groups of exactly `CLIPS` clips, the last one zero-padded; the last hidden state only (a
+    request for attentions or hidden states runs the whole batch at once, as transformers does)."""
+    forward = type(self).forward
+    if kwargs.get("output_attentions") or kwargs.get("output_hidden_states"):
+        return forward(self, input_features, *args, **kwargs)
+    n = input_features.shape[0]
+    padded = F.pad(input_features, (0, 0, 0, 0, 0, -n % CLIPS))
+    hidden = torch.cat([forward(self, group, *args, **kwargs)[0] for group in padded.split(CLIPS)])
+    return BaseModelOutput(last_hidden_state=hidden[:n])
 
 
 def _blocked_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:

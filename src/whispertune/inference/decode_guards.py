@@ -92,6 +92,27 @@ class SeededSampling(LogitsProcessor):
         return scores.float() / self.temperature + torch.stack(noise)
 
 
+class NoTimestamps(LogitsProcessor):
+    """Timestamp tokens never chosen, for decodes without timestamps. transformers' Whisper generate reads a pair
+    of timestamp tokens in an output as the end of a segment and decodes the rest of the window again for those
+    clips only, in a smaller batch: a looping decode can emit them (random weights did, on an H200), and the
+    smaller batch then no longer matched `SeededSampling`'s one seed per clip."""
+
+    def __init__(self, timestamp_begin: int):
+        self.timestamp_begin = timestamp_begin
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.timestamp_begin:] = -math.inf
+        return scores
+
+
+def _fallback_groups(pending: list[int], options: dict) -> list[list[int]]:
+    """Which looping clips decode together in a fallback: all at once without timestamps (`NoTimestamps` keeps
+    the batch whole); one at a time with them, where a clip's segments may end early and transformers then
+    decodes the rest of its window in a smaller batch (the seeds follow the batch's rows)."""
+    return [[i] for i in pending] if options.get("return_timestamps") else [pending]
+
+
 @dataclass
 class GuardedBatch:
     """A batch's outputs after the guard, and what the guard saw: `looped` is the greedy decode's verdict,
@@ -137,23 +158,29 @@ def guarded_generate(
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
     keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
     plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
+    # the first timestamp token: the one after <|notimestamps|>, as in transformers' timestamp rules
+    no_timestamps = getattr(loaded.model.generation_config, "no_timestamps_token_id", None)
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]
         if not pending:
             break
-        sampler = SeededSampling(temperature, [keys[i] * 1_000_003 + seed * 101 + attempt for i in pending])
-        again = generate_batch(loaded, feats[pending], encoded=encoded, max_new_tokens=limit, num_beams=1,
-                               autocast=autocast, options={**plain, "do_sample": False,
-                                                           "logits_processor": LogitsProcessorList([sampler])},
-                               limits=[limits[i] for i in pending] if limits else None)
-        result.redecoded += len(pending)
-        out.new_tokens += again.new_tokens
-        for slot, i in enumerate(pending):
-            text, ratio, loops = again.texts[slot], compression_ratio(again.texts[slot]), is_looping(again.texts[slot])
-            if loops and ratio >= ratios[i]:
-                continue  # no better than what is kept
-            out.texts[i], out.sequences[i], ratios[i] = text, again.sequences[slot], ratio
-            if out.segments is not None and again.segments is not None:
-                out.segments[i] = again.segments[slot]
-            result.still_looping[i], result.temperatures[i] = loops, temperature
+        for group in _fallback_groups(pending, plain):
+            sampler = SeededSampling(temperature, [keys[i] * 1_000_003 + seed * 101 + attempt for i in group])
+            timestamps_off = no_timestamps is not None and not plain.get("return_timestamps")
+            processors = [NoTimestamps(no_timestamps + 1), sampler] if timestamps_off else [sampler]
+            again = generate_batch(loaded, feats[group], encoded=encoded, max_new_tokens=limit, num_beams=1,
+                                   autocast=autocast, options={**plain, "do_sample": False,
+                                                               "logits_processor": LogitsProcessorList(processors)},
+                                   limits=[limits[i] for i in group] if limits else None)
+            result.redecoded += len(group)
+            out.new_tokens += again.new_tokens
+            for slot, i in enumerate(group):
+                text, ratio = again.texts[slot], compression_ratio(again.texts[slot])
+                loops = is_looping(text)
+                if loops and ratio >= ratios[i]:
+                    continue  # no better than what is kept
+                out.texts[i], out.sequences[i], ratios[i] = text, again.sequences[slot], ratio
+                if out.segments is not None and again.segments is not None:
+                    out.segments[i] = again.segments[slot]
+                result.still_looping[i], result.temperatures[i] = loops, temperature
     return result
