@@ -304,11 +304,12 @@ def test_feature_block_reads_rows_in_the_asked_order(tiny_loaded, tone_folder, t
     assert np.array_equal(np.concatenate(chunks), expected)
 
 
-def test_fallback_decodes_pick_no_timestamps_and_keep_their_batch(tiny_whisper_dir):
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_fallback_decodes_pick_no_timestamps_and_keep_their_batch(tiny_whisper_dir, timestamps):
     """A looping clip whose sampled fallback would emit timestamp tokens: transformers would read a pair of them as
     a segment's end and decode the rest of the window in a smaller batch, which broke the per-clip seeds (seen on
-    an H200 with random weights). The fallback picks no timestamp token, and a batch gives each clip's result
-    alone."""
+    an H200 with random weights). Without timestamps the fallback picks none; with them each clip's fallback runs
+    alone. Either way a batch gives each clip's result alone."""
     from whispertune.inference.decode_guards import guarded_generate
 
     loaded = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", device="cpu"))
@@ -319,10 +320,12 @@ def test_fallback_decodes_pick_no_timestamps_and_keep_their_batch(tiny_whisper_d
     loaded.model.proj_out.register_forward_hook(lambda module, args, out: out + bias)
     feats = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(4))
     names = ["a.mp3", "b.mp3", "c.mp3"]
-    together = guarded_generate(loaded, feats, max_new_tokens=12, names=names)
+    options = {"return_timestamps": True} if timestamps else None
+    together = guarded_generate(loaded, feats, max_new_tokens=12, names=names, options=options)
     assert all(together.looped) and together.redecoded >= 3
-    assert all(t < first_timestamp for seq in together.generated.sequences for t in seq[4:])
+    if not timestamps:
+        assert all(t < first_timestamp for seq in together.generated.sequences for t in seq[4:])
     for i in range(3):
-        alone = guarded_generate(loaded, feats[i:i + 1], max_new_tokens=12, names=names[i:i + 1])
+        alone = guarded_generate(loaded, feats[i:i + 1], max_new_tokens=12, names=names[i:i + 1], options=options)
         assert alone.generated.sequences[0] == together.generated.sequences[i]
         assert alone.temperatures[0] == together.temperatures[i]

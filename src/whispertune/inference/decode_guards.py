@@ -158,15 +158,15 @@ def guarded_generate(
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
     keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
     plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
-    # the first timestamp token: the one after <|notimestamps|>, as in transformers' timestamp rules
+    # without timestamps the fallback masks them: the first timestamp token is the one after <|notimestamps|>
     no_timestamps = getattr(loaded.model.generation_config, "no_timestamps_token_id", None)
+    timestamps_off = no_timestamps is not None and not plain.get("return_timestamps")
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]
         if not pending:
             break
         for group in _fallback_groups(pending, plain):
             sampler = SeededSampling(temperature, [keys[i] * 1_000_003 + seed * 101 + attempt for i in group])
-            timestamps_off = no_timestamps is not None and not plain.get("return_timestamps")
             processors = [NoTimestamps(no_timestamps + 1), sampler] if timestamps_off else [sampler]
             again = generate_batch(loaded, feats[group], encoded=encoded, max_new_tokens=limit, num_beams=1,
                                    autocast=autocast, options={**plain, "do_sample": False,
