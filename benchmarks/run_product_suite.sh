@@ -35,6 +35,12 @@ launches() {
       --spec kind=train,preset=recipe,label=$tag-recipe-reference-config
   done
 }
+# issue 12: the gpu-marked batch-invariance test, then the probe at `ARCH`'s shapes
+invariance_checks() {
+  python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || return 4
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
+  timeout 150 python3 benchmarks/batch_invariance_probe.py --arch "$1" --results-dir "$out" 2>&1 | tail -25
+}
 
 case "$part" in
   train)
@@ -128,7 +134,6 @@ PY
   swap)
     # issue 18 item 4 again with the order swapped (torchrun's one rank first, then the plain runs), and fast-fp8
     # under the launcher next to its plain run
-    T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 }"
     for launch in "$T" "$P"; do
       tag=$([ "$launch" = "$P" ] && echo plain || echo torchrun1)
       timeout 280 $launch --results-dir "$out" --steps 22 --warmup 7 \
@@ -152,7 +157,6 @@ PY
     # rank (the same train() through torch.distributed.run: process group, DDP wrapper, per-rank placement);
     # the newest torchrun1-* rows should be within 5 % of the plain rows' samples_per_s (printed at the end)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-    T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 }"
     for launch in "$P" "$T"; do
       tag=$([ "$launch" = "$P" ] && echo plain || echo torchrun1)
       timeout 270 $launch --results-dir "$out" --steps 30 --warmup 10 \
@@ -170,12 +174,9 @@ for name in ("default-auto", "recipe-reference-config"):
 PY
     ;;
   checks)
-    # issue 12: the gpu-marked batch-invariance test and the large-v2 probe with every decoder projection blocked;
-    # then issue 18 item 4 (first half)
+    # issue 12: the gpu-marked batch-invariance test and the large-v2 probe; then issue 18 item 4 (first half)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
-    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
-    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch large-v2 --results-dir "$out" 2>&1 | tail -25
+    invariance_checks large-v2 || exit 4
     launches plain torchrun ;;
   pair2)
     launches torchrun plain ;;
@@ -189,10 +190,8 @@ PY
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
   invariance)
-    # issue 12: the gpu-marked batch-invariance test and the whisper-base-shaped probe (encoder in groups of clips)
-    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
-    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
-    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch base --results-dir "$out" 2>&1 | tail -25 ;;
+    # issue 12: the same checks on whisper-base shapes (encoder in groups of clips)
+    invariance_checks base ;;
   evalspeed)
     # issue 12: evaluate() defaults, transformers' default kernels and the guide's loop (large-v2, random weights)
     timeout 300 $P --results-dir "$out" \

@@ -75,8 +75,13 @@ def install(whisper: torch.nn.Module) -> None:
     encoder.forward = types.MethodType(_grouped_encoder_forward, encoder)
 
 
-def _reads_encoder(name: str) -> bool:
-    return "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name
+def _decoder_linears(whisper: torch.nn.Module, reading_encoder: bool) -> list[torch.nn.Linear]:
+    """The decoder's plain `nn.Linear`s that project the encoder frames (cross-attention keys and values) or not."""
+    def reads_encoder(name: str) -> bool:
+        return "encoder_attn.k_proj" in name or "encoder_attn.v_proj" in name
+
+    return [m for name, m in whisper.model.decoder.named_modules()
+            if type(m) is torch.nn.Linear and reads_encoder(name) == reading_encoder]
 
 
 def blocked_projections(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
@@ -87,14 +92,13 @@ def blocked_projections(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
     Linear8bitLt / Linear4bit subclass nn.Linear but hold no float weight) and the cross-attention keys/values
     (`cross_attention_inputs`).
     """
-    chosen = [m for name, m in whisper.model.decoder.named_modules()
-              if type(m) is torch.nn.Linear and not _reads_encoder(name)]
+    chosen = _decoder_linears(whisper, reading_encoder=False)
     return chosen + ([whisper.proj_out] if type(whisper.proj_out) is torch.nn.Linear else [])
 
 
 def cross_attention_inputs(whisper: torch.nn.Module) -> list[torch.nn.Linear]:
     """The decoder's plain projections of the encoder frames (cross-attention keys and values): 1500 rows a clip."""
-    return [m for name, m in whisper.model.decoder.named_modules() if type(m) is torch.nn.Linear and _reads_encoder(name)]
+    return _decoder_linears(whisper, reading_encoder=True)
 
 
 def _blocked_frames_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:

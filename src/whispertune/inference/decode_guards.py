@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
 
 from .generation import Generated, Loaded, generate_batch
 
@@ -92,27 +92,6 @@ class SeededSampling(LogitsProcessor):
         return scores.float() / self.temperature + torch.stack(noise)
 
 
-class NoTimestamps(LogitsProcessor):
-    """Timestamp tokens never chosen, for decodes without timestamps. transformers' Whisper generate reads a pair
-    of timestamp tokens in an output as the end of a segment and decodes the rest of the window again for those
-    clips only, in a smaller batch: a looping decode can emit them (random weights did, on an H200), and the
-    smaller batch then no longer matched `SeededSampling`'s one seed per clip."""
-
-    def __init__(self, timestamp_begin: int):
-        self.timestamp_begin = timestamp_begin
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.timestamp_begin:] = -math.inf
-        return scores
-
-
-def _fallback_groups(pending: list[int], options: dict) -> list[list[int]]:
-    """Which looping clips decode together in a fallback: all at once without timestamps (`NoTimestamps` keeps
-    the batch whole); one at a time with them, where a clip's segments may end early and transformers then
-    decodes the rest of its window in a smaller batch (the seeds follow the batch's rows)."""
-    return [[i] for i in pending] if options.get("return_timestamps") else [pending]
-
-
 @dataclass
 class GuardedBatch:
     """A batch's outputs after the guard, and what the guard saw: `looped` is the greedy decode's verdict,
@@ -158,19 +137,23 @@ def guarded_generate(
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
     keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
     plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
-    # without timestamps the fallback masks them: the first timestamp token is the one after <|notimestamps|>
+    # transformers' Whisper generate reads a pair of timestamp tokens in an output as a segment's end and decodes the
+    # rest of the window again for those clips only, in a smaller batch, whose rows then no longer match the
+    # sampler's seeds (random weights did this on an H200). Without timestamps the fallback never picks one (the
+    # first is the token after <|notimestamps|>); with them each clip's fallback decodes alone.
+    timestamps = bool(plain.get("return_timestamps"))
     no_timestamps = getattr(loaded.model.generation_config, "no_timestamps_token_id", None)
-    timestamps_off = no_timestamps is not None and not plain.get("return_timestamps")
+    masks = [] if timestamps or no_timestamps is None else [SuppressTokensLogitsProcessor(
+        list(range(no_timestamps + 1, loaded.model.config.vocab_size)), device=str(feats.device))]
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]
         if not pending:
             break
-        for group in _fallback_groups(pending, plain):
+        for group in [[i] for i in pending] if timestamps else [pending]:
             sampler = SeededSampling(temperature, [keys[i] * 1_000_003 + seed * 101 + attempt for i in group])
-            processors = [NoTimestamps(no_timestamps + 1), sampler] if timestamps_off else [sampler]
+            processors = LogitsProcessorList([*masks, sampler])
             again = generate_batch(loaded, feats[group], encoded=encoded, max_new_tokens=limit, num_beams=1,
-                                   autocast=autocast, options={**plain, "do_sample": False,
-                                                               "logits_processor": LogitsProcessorList(processors)},
+                                   autocast=autocast, options={**plain, "do_sample": False, "logits_processor": processors},
                                    limits=[limits[i] for i in group] if limits else None)
             result.redecoded += len(group)
             out.new_tokens += again.new_tokens
