@@ -7,7 +7,10 @@ the largest absolute difference of that sample's result (0.0 = bitwise identical
 - `encoder`: the whole encoder (SDPA attention), sample 0 and sample `batch - 1`;
 - `linear-*`: one row through `F.linear` with the decoder's shapes (M = 1 vs M = batch rows: one decoding step);
 - `decoder-step`: logits of one decoder step with a KV cache (the step generation repeats per token), with
-  SDPA, eager attention, and whispertune's batch-invariant decoding (`inference/batch_invariant.py`).
+  SDPA, eager attention, and whispertune's batch-invariant decoding (`inference/batch_invariant.py`);
+- `attention-sweep-*`: the batch-invariant mode's decoder attention itself (`batch_invariant._attention`, each
+  `DECODER_ATTENTION` choice) over every KV length a decode reaches (1-448 and the encoder's 1500 frames), one
+  query (a decoding step) and four (the prompt, causal mask), at `--batch` and 256 clips: how many lengths differ.
 One JSON line per check goes to benchmarks/results/batch_invariance_probe.jsonl.
 """
 
@@ -63,6 +66,51 @@ def blocked_attention(module, query, key, value, attention_mask, scaling=None, d
     return out.transpose(1, 2).contiguous(), None
 
 
+SWEEP_LENGTHS = [*range(1, 449, 3), 1500]
+
+
+def attention_sweep(record, heads: int, dev, batches: tuple[int, ...]) -> None:
+    """The product's decoder attention for clip 0 and the last clip alone vs inside a batch, per KV length."""
+    import types
+
+    from whispertune.inference import batch_invariant
+
+    module = types.SimpleNamespace(is_decoder=True, training=False)
+    original = batch_invariant.DECODER_ATTENTION
+    gen = torch.Generator(device=dev).manual_seed(3)
+    for choice in ("eager", "efficient"):
+        batch_invariant.DECODER_ATTENTION = choice
+        for b in batches:
+            for q in (1, 4):
+                differing, worst = [], 0.0
+                for length in SWEEP_LENGTHS:
+                    if length < q:
+                        continue
+                    shape = (b, heads, length, 64)
+                    query = torch.randn(b, heads, q, 64, device=dev, generator=gen).bfloat16()
+                    key = torch.randn(shape, device=dev, generator=gen).bfloat16()
+                    value = torch.randn(shape, device=dev, generator=gen).bfloat16()
+                    mask = None
+                    if q > 1:  # causal, as eager_mask builds it: the prompt's last q positions of `length`
+                        allowed = torch.ones(q, length, dtype=torch.bool, device=dev).tril(length - q)
+                        mask = torch.zeros(b, 1, q, length, device=dev, dtype=torch.bfloat16).masked_fill(
+                            ~allowed, torch.finfo(torch.bfloat16).min)
+                    with torch.inference_mode():
+                        full = batch_invariant._attention(module, query, key, value, mask, scaling=0.125)[0]
+                        diff = 0.0
+                        for i in (0, b - 1):
+                            one = batch_invariant._attention(module, query[i:i + 1], key[i:i + 1], value[i:i + 1],
+                                                             None if mask is None else mask[i:i + 1], scaling=0.125)[0]
+                            diff = max(diff, max_diff(one[0], full[i]))
+                    if diff:
+                        differing.append(length)
+                    worst = max(worst, diff)
+                record(f"attention-sweep-{choice}", clips=b, heads=heads, queries=q,
+                       lengths_tried=sum(1 for n in SWEEP_LENGTHS if n >= q), lengths_differing=len(differing),
+                       first_differing=differing[:12], max_abs_diff=worst)
+    batch_invariant.DECODER_ATTENTION = original
+
+
 def first_differing(model, enc: torch.Tensor, prompt: torch.Tensor, i: int) -> list[str]:
     """Decoder modules (in execution order) whose output for clip `i` differs between the batch and clip `i`
     alone, on the prompt step: the first one names the operation that depends on the batch."""
@@ -98,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="base")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
+    parser.add_argument("--sweep-only", action="store_true", help="only the attention sweep")
     args = parser.parse_args(argv)
     env, run_id, dev, b = common.environment(), uuid.uuid4().hex[:8], common.device(), args.batch
     rows = []
@@ -109,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cfg = common.whisper_config(args.arch)
-    for impl in ("sdpa", "eager", "whispertune", "blocked-bmm"):
+    for impl in () if args.sweep_only else ("sdpa", "eager", "whispertune", "blocked-bmm"):
         cfg._attn_implementation = "sdpa" if impl in ("whispertune", "blocked-bmm") else impl
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg).to(dev, torch.bfloat16).eval()
@@ -140,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                        modules=first_differing(model, enc, prompt, b - 1))
         del model
         common.free_memory()
+    attention_sweep(record, cfg.decoder_attention_heads, dev, tuple(sorted({b, 256})))
     d = cfg.d_model
     for name, (k, n) in {"qkvo": (d, d), "fc1": (d, cfg.decoder_ffn_dim), "fc2": (cfg.decoder_ffn_dim, d),
                          "lm-head": (d, cfg.vocab_size)}.items():

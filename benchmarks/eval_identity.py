@@ -28,6 +28,7 @@ import common  # noqa: E402
 from whispertune.config import DataConfig  # noqa: E402
 from whispertune.data.features import prepare_split  # noqa: E402
 from whispertune.data.sources import load_examples  # noqa: E402
+from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
 from whispertune.inference.decode_guards import token_limit  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
     parser.add_argument("--work", type=Path, default=Path("/tmp/whispertune-identity"))
+    parser.add_argument("--decoder-attention", choices=["eager", "efficient"], default=batch_invariant.DECODER_ATTENTION,
+                        help="an A/B run: the batch-invariant mode's decoder attention (batch_invariant.DECODER_ATTENTION)")
     args = parser.parse_args(argv)
+    batch_invariant.DECODER_ATTENTION = args.decoder_attention  # reference and evaluate() alike
     common.quiet()
     env, run_id = common.environment(), uuid.uuid4().hex[:8]
     for item in args.audio:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch": result.info["batch_size"], "clips": result.n_utterances, "identical": len(same),
             "identical_share": round(len(same) / result.n_utterances, 4), "examples_differing": differ,
             "reference": "transformers generate, one clip per call, bf16, greedy, make_batch_invariant",
-            "batch_invariant": result.info.get("batch_invariant"),
+            "batch_invariant": result.info.get("batch_invariant"), "decoder_attention": args.decoder_attention,
             # the same clips against transformers' default kernels (SDPA), one clip per call
             "identical_to_default_kernels": len(same_vanilla),
             "identical_to_evaluate_batch_1": sum(p.hypothesis == alone[p.id] for p in result.predictions),

@@ -82,7 +82,7 @@ def run_spec(spec: str, args, model_dir: Path, env: dict, run_id: str, feats_all
                 times.append(time.perf_counter() - start)
         got = new_part(seqs, args.new_tokens).shape[1]
         s = statistics.median(times)
-        record.update(s_per_batch=round(s, 4), tokens_per_s=round(batch * got / s, 1),
+        record.update(s_per_batch=round(s, 4), s_per_batch_spread=[round(min(times), 4), round(max(times), 4)], tokens_per_s=round(batch * got / s, 1),
                       utterances_per_s=round(batch / s, 2), tokens_generated=got,
                       peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3) if torch.cuda.is_available() else None)
         if args.check and loop != "recipe":

@@ -14,6 +14,8 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
     kind=train,...,compile_options=a:1;b:x  an A/B row: inductor options of the compiled layers changed
     kind=train,...,fp8_products=all         an A/B row: FP8 in both products of every frozen layer
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
+    kind=eval,...,attention=efficient       an A/B row: the batch-invariant mode's decoder attention
+                                            (inference.batch_invariant.DECODER_ATTENTION)
     kind=eval-recipe,batch=8                the guide's evaluation loop (eval_throughput.py loop=recipe)
     kind=e2e,train_clips=4000,eval_clips=500,epochs=3   `train` end to end with evaluation by generation
 
@@ -45,6 +47,7 @@ import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
 from memory_peak import MemoryStages, PeakBreakdown  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
+from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 from whispertune.model import fp8  # noqa: E402
@@ -83,7 +86,8 @@ class StepTimer(TrainerCallback):
         median = statistics.median(timed)
         flops = common.train_flops_per_sample(arch, round(label_len), False)["total"]
         out = {"steps": len(self.times), "median_step_s": round(median, 4), "samples_per_s": round(batch / median, 3),
-               "step_spread_s": [round(min(timed), 4), round(max(timed), 4)], "label_len_mean": round(label_len, 2),
+               "step_spread_s": [round(min(timed), 4), round(max(timed), 4)], "mean_step_s": round(statistics.mean(timed), 4),
+               "step_s": [round(t, 3) for t in self.times], "label_len_mean": round(label_len, 2),
                "flops_per_sample": flops, "mfu_formula": MFU_FORMULA}
         if peak_tflops:
             out["mfu"] = round(batch / median * flops / (peak_tflops * 1e12), 4)
@@ -153,6 +157,13 @@ def fp8_products(spec: dict):
     return mock.patch.object(fp8, "fp8_directions", lambda in_features, out_features: (True, True))
 
 
+def decoder_attention(spec: dict):
+    """`attention=eager|efficient`: an A/B row with the batch-invariant mode's decoder attention changed."""
+    if "attention" not in spec:
+        return contextlib.nullcontext()
+    return mock.patch.object(batch_invariant, "DECODER_ATTENTION", spec["attention"])
+
+
 def train_row(ctx, spec: dict) -> dict:
     out = ctx.work / f"run-{spec['label']}"
     shutil.rmtree(out, ignore_errors=True)
@@ -202,18 +213,21 @@ def eval_row(ctx, spec: dict) -> dict:
     return {"batch": result.info["batch_size"], "clips": result.n_utterances, "seconds": round(result.seconds, 3),
             "tokens_per_s": result.info["tokens_per_s"], "generated_tokens": result.info["generated_tokens"],
             "utterances_per_s": round(result.n_utterances / result.seconds, 2), "wer": result.wer, "cer": result.cer,
-            "adapter_merged": result.info.get("adapter_merged"), "batch_invariant": result.info.get("batch_invariant")}
+            "adapter_merged": result.info.get("adapter_merged"), "batch_invariant": result.info.get("batch_invariant"),
+            "guard": result.info.get("guard"), "decoder_attention": batch_invariant.DECODER_ATTENTION}
 
 
 def eval_recipe_row(ctx, spec: dict) -> dict:
     batch = int(spec.get("batch", 8))
     args = argparse.Namespace(arch=ctx.args.arch, new_tokens=int(spec.get("new_tokens", 40)), warmup=1,
-                              batches=int(spec.get("batches", 3)), check=0, results_dir=str(ctx.work / "harness"))
+                              batches=int(spec.get("batches", 8)), check=0, results_dir=str(ctx.work / "harness"))
     feats = torch.randn(batch * 2, common.ARCHS[ctx.args.arch]["mels"], common.ENCODER_FRAMES,
                         generator=torch.Generator().manual_seed(1)).to(common.device())
     record = eval_throughput.run_spec(f"loop=recipe,batch={batch},label={spec['label']}", args, ctx.model_dir,
                                       ctx.env, ctx.run_id, feats)
-    return {k: record[k] for k in ("batch", "tokens_per_s", "utterances_per_s", "peak_gib", "error") if k in record}
+    keep = ("batch", "tokens_per_s", "utterances_per_s", "peak_gib", "batches_timed", "s_per_batch", "s_per_batch_spread",
+            "error")
+    return {k: record[k] for k in keep if k in record}
 
 
 def e2e_row(ctx, spec: dict) -> dict:
@@ -286,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         torch._dynamo.reset()
         try:
-            with compile_options(spec), fp8_products(spec):
+            with compile_options(spec), fp8_products(spec), decoder_attention(spec):
                 record.update(KINDS[spec.get("kind", "train")](ctx, spec))
         except Exception as exc:  # noqa: BLE001 - one failing row must not end the run
             record["error"] = f"{type(exc).__name__}: {exc}"[:500]

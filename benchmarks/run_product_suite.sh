@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3 CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|identity4 CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -203,5 +203,45 @@ PY
       (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
     timeout 300 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
       --results-dir "$out" ;;
+  attention)
+    # issue 12, first call: the gpu-marked test with each decoder attention (eager / SDPA memory-efficient), the
+    # attention sweep over KV lengths (whisper-base and large-v2 shapes), then evaluation speed on 1024 clips
+    # (4 batches of 256) with each choice, transformers' default kernels, and the guide's loop over 8 batches
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
+    timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -8
+    timeout 150 python3 benchmarks/batch_invariance_probe.py --arch base --results-dir "$out" 2>&1 | tail -5
+    timeout 90 python3 benchmarks/batch_invariance_probe.py --arch large-v2 --sweep-only --results-dir "$out" 2>&1 | tail -5
+    python3 - "$out/batch_invariance_probe.jsonl" <<'PY'
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+    if r["check"].startswith(("attention-sweep", "decoder-step")):
+        print(r["arch"], r["check"], {k: r.get(k) for k in ("clips", "queries", "lengths_differing", "first_differing", "max_abs_diff")})
+PY
+    timeout "$(( ${LIMIT_S:-570} - SECONDS ))" $P --results-dir "$out" \
+      --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults-eager \
+      --spec kind=eval,batch=0,clips=1024,attention=efficient,label=evaluate-defaults-efficient-attention \
+      --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
+      --spec kind=eval,batch=0,clips=1024,invariant=0,label=evaluate-default-kernels ;;
+  refcheck)
+    # issue 18 item 4: the reference config plainly (device_map auto), plainly with device_map cuda:0 (what a rank
+    # gets under torchrun) and under torchrun with one rank, 26 steps each with every step time kept; then fp8tune
+    for tag in plain plain-cuda0 torchrun; do
+      launch=$([ "$tag" = torchrun ] && echo "$T" || echo "$P")
+      extra=$([ "$tag" = plain-cuda0 ] && echo ",set=quantization.device_map=cuda:0" || echo "")
+      timeout 120 $launch --results-dir "$out" --steps 26 --warmup 6 \
+        --spec "kind=train,preset=recipe$extra,label=$tag-recipe-reference-config"
+    done
+    timeout "$(( ${LIMIT_S:-575} - SECONDS ))" $P --results-dir "$out" --steps 26 --warmup 8 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+  identity4)
+    # issue 12, last call: identity on the real whisper-base with the decoder attention the sweep chose (ATTENTION)
+    cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
+      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
+    timeout 330 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/cv:mr" --audio "$bench/en:en" \
+      --decoder-attention "${ATTENTION:-eager}" --results-dir "$out" ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

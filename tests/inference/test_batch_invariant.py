@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+from whispertune.inference import batch_invariant
 from whispertune.inference.batch_invariant import ATTENTION, ROWS, blocked_linear, make_batch_invariant
 
 PROMPT = [1, 5, 6]
@@ -54,15 +55,19 @@ def test_cpu_models_are_left_alone():
 
 
 @pytest.mark.gpu
-def test_cuda_logits_do_not_depend_on_the_batch():
+@pytest.mark.parametrize("attention", ["eager", "efficient"])
+def test_cuda_logits_do_not_depend_on_the_batch(attention, monkeypatch):
+    monkeypatch.setattr(batch_invariant, "DECODER_ATTENTION", attention)
     model = make_batch_invariant(tiny_whisper("cuda", torch.bfloat16))
     assert model.config._attn_implementation == ATTENTION
-    feats = torch.randn(16, 80, 3000, generator=torch.Generator().manual_seed(2)).to("cuda", torch.bfloat16)
-    prompt = torch.tensor([PROMPT] * 16, device="cuda")
+    # 96 clips: the prompt step (288 rows) spans two blocks of ROWS, the encoder twelve groups of CLIPS
+    clips = 96
+    feats = torch.randn(clips, 80, 3000, generator=torch.Generator().manual_seed(2)).to("cuda", torch.bfloat16)
+    prompt = torch.tensor([PROMPT] * clips, device="cuda")
     with torch.inference_mode():
         batched = model.generate(input_features=feats, decoder_input_ids=prompt, max_new_tokens=12,
                                  output_scores=True, return_dict_in_generate=True)
-        for i in (0, 7, 15):
+        for i in (0, 47, clips - 1):
             alone = model.generate(input_features=feats[i:i + 1], decoder_input_ids=prompt[i:i + 1], max_new_tokens=12,
                                    output_scores=True, return_dict_in_generate=True)
             assert torch.equal(alone.sequences[0], batched.sequences[i])

@@ -9,7 +9,7 @@ between 1 and 64 clips, a large-v2 decoder fc2 between 4 and 256 rows, and whisp
 - the encoder runs on groups of exactly `CLIPS` clips (the last one zero-padded), and the decoder's
   cross-attention keys/values, which read those encoder frames, on `CLIPS` clips' frames a call;
 - every other decoder projection and the vocabulary projection run on blocks of exactly `ROWS` rows;
-- decoder attention runs as explicit matmul + fp32 softmax (transformers' eager attention).
+- decoder attention runs as `DECODER_ATTENTION` says (eager matmul + softmax, or SDPA's memory-efficient kernel).
 Rows of one product do not depend on one another, so a clip's numbers are the same in any batch. The price: a
 single clip pays for `CLIPS` clips' encoder. The CPU kernels are invariant already; nothing is changed there.
 """
@@ -20,6 +20,7 @@ import types
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
@@ -28,16 +29,29 @@ from transformers.models.whisper.modeling_whisper import eager_attention_forward
 
 from ..model.parts import base_model
 
-ROWS = 64  # rows per decoder-projection call: one decoding step of a 64-clip batch is one call
+# rows per decoder-projection call: one decoding step of a 256-clip batch (the default on a large GPU) is one call.
+# 64 cost 7 % of evaluation speed against transformers' own kernels on an H200 (four launches per product per
+# step at batch 256; decoding is launch-bound); a clip alone pays for 256 rows, which a GPU computes as fast as 1.
+ROWS = 256
 CLIPS = 8  # clips per encoder call (12,000 frames: large enough for full-speed products)
 ATTENTION = "whispertune_batch_invariant"
 
 
+# "efficient": decoder attention through SDPA's memory-efficient kernel (CUTLASS), which gives each (clip, head)
+# its own thread blocks and walks the keys in one fixed order; "eager": transformers' matmul + softmax, whose
+# batched matmuls cuBLAS may run with another kernel for another number of clips x heads (candidate cause of the
+# Marathi clips that still differed, run 4c0e2cb9). benchmarks/batch_invariance_probe.py sweeps both over KV lengths.
+DECODER_ATTENTION = "eager"
+
+
 def _attention(module: torch.nn.Module, query, key, value, attention_mask, **kwargs):
-    """Decoder attention (self and cross) eagerly, encoder attention through SDPA."""
-    if getattr(module, "is_decoder", False):
-        return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    """Decoder attention (self and cross) by `DECODER_ATTENTION`, encoder attention through SDPA."""
+    if not getattr(module, "is_decoder", False):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if DECODER_ATTENTION == "efficient" and query.is_cuda:
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 AttentionInterface.register(ATTENTION, _attention)
@@ -50,8 +64,9 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """`F.linear(x, weight, bias)` computed `block` rows at a time, so each row's result is the same in any batch."""
     rows = x.reshape(-1, x.shape[-1])
     n = rows.shape[0]
-    padded = F.pad(rows, (0, 0, 0, -n % block))
-    out = torch.cat([F.linear(part, weight, bias) for part in padded.split(block)])
+    padded = F.pad(rows, (0, 0, 0, -n % block)) if n % block else rows  # whole blocks: no copy
+    parts = [F.linear(part, weight, bias) for part in padded.split(block)]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out[:n].reshape(*x.shape[:-1], weight.shape[0])
 
 

@@ -19,6 +19,7 @@ English: 4.7).
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class GuardedBatch:
     still_looping: list[bool] = field(default_factory=list)
     temperatures: list[float] = field(default_factory=list)
     redecoded: int = 0  # fallback decodes run (items x temperatures)
+    fallback_seconds: float = 0.0  # wall time of those decodes
 
 
 def guarded_generate(
@@ -145,6 +147,7 @@ def guarded_generate(
     no_timestamps = getattr(loaded.model.generation_config, "no_timestamps_token_id", None)
     masks = [] if timestamps or no_timestamps is None else [SuppressTokensLogitsProcessor(
         list(range(no_timestamps + 1, loaded.model.config.vocab_size)), device=str(feats.device))]
+    start = time.perf_counter()
     for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
         pending = [i for i, bad in enumerate(result.still_looping) if bad]
         if not pending:
@@ -166,4 +169,5 @@ def guarded_generate(
                 if out.segments is not None and again.segments is not None:
                     out.segments[i] = again.segments[slot]
                 result.still_looping[i], result.temperatures[i] = loops, temperature
+    result.fallback_seconds = time.perf_counter() - start  # the texts are on the host: the GPU work is done
     return result

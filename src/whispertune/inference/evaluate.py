@@ -214,6 +214,7 @@ def evaluate(
     hypotheses: list[str] = [""] * len(prepared)
     new_tokens = 0
     looped = still_looping = redecoded = 0
+    fallback_seconds = 0.0
     start = time.perf_counter()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if encoder_outputs is not None:
@@ -230,6 +231,7 @@ def evaluate(
         new_tokens += generated.new_tokens
         looped, still_looping = looped + sum(guarded.looped), still_looping + sum(guarded.still_looping)
         redecoded += guarded.redecoded
+        fallback_seconds += guarded.fallback_seconds
         for index, text in zip(batch, generated.texts):
             hypotheses[index] = text
     seconds = time.perf_counter() - start
@@ -244,7 +246,7 @@ def evaluate(
             "max_new_tokens": decoding.max_new_tokens, "num_beams": decoding.num_beams, "data": report.summary_line(),
             "generated_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None,
             "guard": {"enabled": guard, "looping_greedy": looped, "looping_kept": still_looping,
-                      "fallback_decodes": redecoded}}
+                      "fallback_decodes": redecoded, "fallback_seconds": round(fallback_seconds, 3)}}
     result = EvalResult(
         wer=rates["wer"], cer=rates["cer"], wer_normalized=rates["wer_normalized"],
         cer_normalized=rates["cer_normalized"], n_utterances=len(references), seconds=seconds,
