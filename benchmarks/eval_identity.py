@@ -30,7 +30,7 @@ from whispertune.data.features import prepare_split  # noqa: E402
 from whispertune.data.sources import load_examples  # noqa: E402
 from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.batch_invariant import make_batch_invariant  # noqa: E402
-from whispertune.inference.decode_guards import token_limit  # noqa: E402
+from whispertune.inference.decode_guards import is_looping, token_limit  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             # the same clips against transformers' default kernels (SDPA), one clip per call
             "identical_to_default_kernels": len(same_vanilla),
             "identical_to_evaluate_batch_1": sum(p.hypothesis == alone[p.id] for p in result.predictions),
+            # differing clips whose unbatched greedy transcript loops (decode_guards.is_looping): the guard replaced them
+            "differing_reference_looping": sum(is_looping(reference[p.id]) for p in result.predictions
+                                               if p.hypothesis != reference[p.id]),
             # clips the repetition guard re-decoded differ from plain greedy decoding by design
             "guard": result.info.get("guard"),
             "wer": result.wer, "cer": result.cer, "tokens_per_s": result.info["tokens_per_s"],

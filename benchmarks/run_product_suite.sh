@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|identity4 CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|identity4|evalspeed2|gputest CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -237,6 +237,18 @@ PY
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+  evalspeed2)
+    # issue 12: evaluation speed after the guard's changes (one encoder pass per batch, hashed sampling noise) with
+    # the memory-efficient decoder attention now the default; the guide's loop over 8 batches; default kernels
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || exit 4
+    timeout "$(( ${LIMIT_S:-560} - SECONDS ))" $P --results-dir "$out" \
+      --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults \
+      --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
+      --spec kind=eval,batch=0,clips=1024,invariant=0,label=evaluate-default-kernels \
+      --spec kind=eval,batch=0,clips=1024,attention=eager,label=evaluate-defaults-eager-attention ;;
+  gputest)
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tail -8 ;;
   identity4)
     # issue 12, last call: identity on the real whisper-base with the decoder attention the sweep chose (ATTENTION)
     cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \

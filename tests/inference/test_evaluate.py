@@ -329,3 +329,27 @@ def test_fallback_decodes_pick_no_timestamps_and_keep_their_batch(tiny_whisper_d
         alone = guarded_generate(loaded, feats[i:i + 1], max_new_tokens=12, names=names[i:i + 1], options=options)
         assert alone.generated.sequences[0] == together.generated.sequences[i]
         assert alone.temperatures[0] == together.temperatures[i]
+
+
+def test_guard_runs_the_encoder_once_and_decodes_the_same(tiny_whisper_dir, monkeypatch):
+    """The guard hands the encoder's outputs of a batch to its greedy and fallback decodes instead of features
+    (inference/decode_guards.reusable_encoding): the tokens are those of decoding from the features each time."""
+    from whispertune.inference import decode_guards
+
+    loaded = load_for_inference(str(tiny_whisper_dir), options=LoadOptions(language="mr", device="cpu"))
+    word = loaded.processor.tokenizer.encode(" the", add_special_tokens=False)[0]
+    bias = torch.zeros(loaded.model.config.vocab_size)
+    bias[word] = 30.0  # greedy loops: every clip goes through the fallback
+    loaded.model.proj_out.register_forward_hook(lambda module, args, out: out + bias)
+    feats = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(5))
+    assert decode_guards.reusable_encoding(loaded, feats, None)
+    assert not decode_guards.reusable_encoding(loaded, feats, {"return_timestamps": True})
+    calls = []
+    encoder = loaded.model.get_encoder()
+    encoder.register_forward_hook(lambda module, args, out: calls.append(1))
+    reused = decode_guards.guarded_generate(loaded, feats, max_new_tokens=10, names=["a", "b", "c"])
+    assert all(reused.looped) and reused.redecoded >= 3 and len(calls) == 1
+    monkeypatch.setattr(decode_guards, "reusable_encoding", lambda *args: False)
+    again = decode_guards.guarded_generate(loaded, feats, max_new_tokens=10, names=["a", "b", "c"])
+    assert len(calls) > 2  # the features path: the encoder runs in every decode
+    assert again.generated.sequences == reused.generated.sequences and again.temperatures == reused.temperatures

@@ -38,10 +38,12 @@ ATTENTION = "whispertune_batch_invariant"
 
 
 # "efficient": decoder attention through SDPA's memory-efficient kernel (CUTLASS), which gives each (clip, head)
-# its own thread blocks and walks the keys in one fixed order; "eager": transformers' matmul + softmax, whose
-# batched matmuls cuBLAS may run with another kernel for another number of clips x heads (candidate cause of the
-# Marathi clips that still differed, run 4c0e2cb9). benchmarks/batch_invariance_probe.py sweeps both over KV lengths.
-DECODER_ATTENTION = "eager"
+# its own thread blocks and walks the keys in one fixed order; "eager": transformers' matmul + softmax, whose batched
+# matmuls cuBLAS runs with other kernels for other numbers of clips x heads. Measured on an H200 (run f3d400c3,
+# benchmarks/batch_invariance_probe.py, KV lengths 1-448 and 1500): eager gave other numbers for one clip than in a
+# batch of 64 or 256 at 9-35 of 150 lengths, the memory-efficient kernel at none; with it the real whisper-base's
+# Marathi transcripts at batch 256 equal batch 1 for 64 of 64 clips (eager: 57, run 4c0e2cb9), at 3 % less speed.
+DECODER_ATTENTION = "efficient"
 
 
 def _attention(module: torch.nn.Module, query, key, value, attention_mask, **kwargs):

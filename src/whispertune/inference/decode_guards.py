@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
 
+from ..model.parts import base_model, input_dtype
 from .generation import Generated, Loaded, generate_batch
 
 COMPRESSION_RATIO_LIMIT = 2.4
@@ -74,23 +75,61 @@ def clip_key(features: torch.Tensor) -> int:
     return zlib.crc32(np.ascontiguousarray(features.detach().float().cpu().numpy()).tobytes())
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of int64 tensors holding values in [0, 2**32); the multiplier
+    is below 2**27, so no product leaves int64."""
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M32
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
 class SeededSampling(LogitsProcessor):
     """Sampling at `temperature` that draws each clip's numbers from its own seed, so that a clip samples the
     same tokens in any batch (torch's sampler draws one stream for the whole batch). Gumbel-max: the greedy
-    choice over logits / T + G, with G ~ Gumbel(0, 1) drawn per row from a generator seeded by (`seeds[row]`,
-    step), is a sample of softmax(logits / T). Used with do_sample=False."""
+    choice over logits / T + G, with G ~ Gumbel(0, 1), is a sample of softmax(logits / T). G comes from
+    uniforms that hash (`seeds[row]`, step, token id): elementwise integer work, the same for a row in any
+    batch, one pass for the whole batch (a torch.Generator per row cost ~8 kernel launches per clip and step,
+    which made fallback steps of a 256-clip batch launch-bound). Used with do_sample=False."""
 
     def __init__(self, temperature: float, seeds: Sequence[int]):
-        self.temperature, self.seeds = temperature, list(seeds)
+        self.temperature = temperature
+        folded = [(s % 2**64) for s in seeds]  # any Python int; its low and high 32 bits both count
+        self.keys = torch.tensor([(s & _M32) ^ int(_mix32(torch.tensor(s >> 32))) for s in folded], dtype=torch.int64)
+
+    def uniforms(self, step: int, vocab: int, device) -> torch.Tensor:
+        """(rows, vocab) floats in (0, 1), a function of (seed, step, token id) only."""
+        rows = _mix32(self.keys.to(device) ^ int(_mix32(torch.tensor(step % 2**32))))[:, None]
+        tokens = (torch.arange(vocab, device=device, dtype=torch.int64) * 0x9E3779B1) & _M32
+        bits = _mix32(_mix32(rows ^ tokens)) >> 8  # 24 bits: exact in float32
+        return (bits.float() + 0.5) / 2**24
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step, vocab = input_ids.shape[1], scores.shape[1]
-        noise = []
-        for seed in self.seeds:
-            gen = torch.Generator(device=scores.device).manual_seed((seed * 7919 + step) % 2**63)
-            u = torch.rand(vocab, generator=gen, device=scores.device).clamp_(1e-10, 1 - 1e-7)
-            noise.append(-torch.log(-torch.log(u)))
-        return scores.float() / self.temperature + torch.stack(noise)
+        if self.keys.device != scores.device:
+            self.keys = self.keys.to(scores.device)  # once, not every step
+        u = self.uniforms(input_ids.shape[1], scores.shape[1], scores.device)
+        return scores.float() / self.temperature - torch.log(-torch.log(u))
+
+
+def reusable_encoding(loaded: Loaded, features, options: dict | None) -> bool:
+    """Whether the guard may run the encoder once and hand its outputs to every decode of the batch: 30-second
+    features without timestamps on a float base (a quantized base's autocast would see a cast in between)."""
+    from ..model.bnb import is_quantized
+
+    shape = tuple(getattr(features, "shape", ()))
+    return (len(shape) == 3 and shape[-1] == 3000 and not (options or {}).get("return_timestamps")
+            and not is_quantized(base_model(loaded.model)))
+
+
+def encoder_outputs(loaded: Loaded, features) -> torch.Tensor:
+    """The encoder's last hidden states for (B, mel, 3000) features: what `generate` computes from them itself
+    (the batch-invariant mode's grouped encoder included), so decoding either gives the same tokens."""
+    device = torch.device(loaded.info.get("device", "cpu"))
+    feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(loaded.model))
+    with torch.inference_mode():
+        return base_model(loaded.model).get_encoder()(feats).last_hidden_state
 
 
 @dataclass
@@ -129,6 +168,9 @@ def guarded_generate(
     # each clip its own limit (the batch decodes to the largest): an output does not depend on its batch
     limits = [token_limit(s, max_new_tokens) for s in seconds] if seconds else None
     limit = max(limits) if limits else max_new_tokens
+    given = features  # what names a clip when `names` is None
+    if guard and not encoded and reusable_encoding(loaded, features, options):
+        features, encoded = encoder_outputs(loaded, features), True  # once for the greedy and every fallback decode
     out = generate_batch(loaded, features, encoded=encoded, max_new_tokens=limit, num_beams=num_beams,
                          autocast=autocast, options=options, limits=limits)
     looped = [is_looping(t) for t in out.texts]
@@ -137,7 +179,8 @@ def guarded_generate(
         return result
     feats = torch.as_tensor(features)
     ratios = {i: compression_ratio(out.texts[i]) for i, bad in enumerate(looped) if bad}
-    keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(feats[i]) for i, bad in enumerate(looped) if bad}
+    keys = {i: zlib.crc32(names[i].encode()) if names else clip_key(torch.as_tensor(given[i]))
+            for i, bad in enumerate(looped) if bad}
     plain = {k: v for k, v in (options or {}).items() if k not in ("do_sample", "temperature")}
     # transformers' Whisper generate reads a pair of timestamp tokens in an output as a segment's end and decodes the
     # rest of the window again for those clips only, in a smaller batch, whose rows then no longer match the
