@@ -32,8 +32,19 @@ def row_text(r: dict) -> str:
         if "identical_to_default_kernels" in r:  # the reference then runs the batch-invariant kernels too
             result += (f" (batch-invariant kernels both sides; vs transformers' default kernels one clip at a "
                        f"time: {r['identical_to_default_kernels']}/{r['clips']})")
+        if "differing_reference_looping" in r:
+            result += (f"; {r['identical_to_evaluate_batch_1']}/{r['clips']} identical to evaluate() at batch 1; "
+                       f"{r['differing_reference_looping']} of the differing clips loop greedily (the guard's fallback)")
     else:
         result = f"{_num(r.get('tokens_per_s'), 1)} tokens/s"
+        guard = r.get("guard")
+        if guard:
+            result += (f" ({guard['looping_greedy']}/{r.get('clips')} clips loop greedily: {guard['fallback_decodes']} "
+                       f"fallback decodes" + (f", {_num(guard['fallback_seconds'], 1)} of {_num(r.get('seconds'), 1)} s"
+                                              if "fallback_seconds" in guard else "") + ")")
+        elif r.get("s_per_batch_spread"):
+            low, high = r["s_per_batch_spread"]
+            result += f" ({r.get('batches_timed')} batches, {_num(low)}-{_num(high)} s each)"
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else ""
     return (f"| {r['label']} | {r.get('path', '')} | {r.get('batch', '')} | {result} | "
             f"{_num(r.get('train_peak_gib') or r.get('peak_gib'), 2)} | {mfu} |")

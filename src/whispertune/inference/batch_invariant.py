@@ -42,7 +42,8 @@ ATTENTION = "whispertune_batch_invariant"
 # matmuls cuBLAS runs with other kernels for other numbers of clips x heads. Measured on an H200 (run f3d400c3,
 # benchmarks/batch_invariance_probe.py, KV lengths 1-448 and 1500): eager gave other numbers for one clip than in a
 # batch of 64 or 256 at 9-35 of 150 lengths, the memory-efficient kernel at none; with it the real whisper-base's
-# Marathi transcripts at batch 256 equal batch 1 for 64 of 64 clips (eager: 57, run 4c0e2cb9), at 3 % less speed.
+# Marathi transcripts at batch 256 equal batch 1 for 64 of 64 clips (eager: 57, run 4c0e2cb9), at 3-7 % less
+# evaluation speed than eager (runs 90abb093, 7fa979c1).
 DECODER_ATTENTION = "efficient"
 
 
