@@ -7,7 +7,9 @@ to cross 2.4. Only the looping items of a batch are decoded again, by sampling a
 `FALLBACK_TEMPERATURES` (openai/whisper's schedule without its 0.0, which is the greedy decode already made);
 the first decode that does not loop is kept, else the least repetitive one (lowest compression ratio).
 Sampling is seeded per clip (`SeededSampling`), so a run is reproducible and a clip's fallback does not depend
-on which clips share its batch; each clip's token limit is its own too.
+on which clips share its batch; each clip's token limit is its own too. The encoder runs once per batch: its
+outputs serve the greedy decode and every fallback (`reusable_encoding`; on an H200 with random large-v2 weights,
+where every clip loops, that and the hashed sampling noise halved the guard's time, benchmarks/NOTES.md).
 
 Token limit: Whisper decodes until its end token or `max_new_tokens`; a looping decode runs to the limit,
 so the limit decides how long a loop costs. `token_limit` bounds it by the audio's length:
