@@ -214,7 +214,7 @@ def eval_row(ctx, spec: dict) -> dict:
             "tokens_per_s": result.info["tokens_per_s"], "generated_tokens": result.info["generated_tokens"],
             "utterances_per_s": round(result.n_utterances / result.seconds, 2), "wer": result.wer, "cer": result.cer,
             "adapter_merged": result.info.get("adapter_merged"), "batch_invariant": result.info.get("batch_invariant"),
-            "guard": result.info.get("guard"), "decoder_attention": batch_invariant.DECODER_ATTENTION}
+            "guard": result.info.get("guard"), "decoder_attention": batch_invariant.DECODER_ATTENTION if result.info.get("batch_invariant") else None}
 
 
 def eval_recipe_row(ctx, spec: dict) -> dict:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|identity4|evalspeed2|gputest CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -40,6 +40,17 @@ invariance_checks() {
   python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || return 4
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/inference/test_batch_invariant.py 2>&1 | tail -15
   timeout 150 python3 benchmarks/batch_invariance_probe.py --arch "$1" --results-dir "$out" 2>&1 | tail -25
+}
+
+# issue 12: the fastest preset with inductor's multi-kernel reductions (persistent reductions over rows wider than
+# 1024: d_model 1280 LayerNorms and the 5120-wide FP8 quantizations in one pass), with FP8 in every product
+# (fp8_products=all) under multi-kernel; the best plain config last. `fp8tune_rows LIMIT_S`
+fp8tune_rows() {
+  timeout "$1" $P --results-dir "$out" --steps 26 --warmup 8 \
+    --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+    --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
+    --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
+    --spec kind=train,preset=plain,batch=48,label=plain-b48
 }
 
 case "$part" in
@@ -181,28 +192,10 @@ PY
   pair2)
     launches torchrun plain ;;
   fp8tune)
-    # issue 12: the fastest preset with inductor's multi-kernel reductions (persistent reductions over rows wider
-    # than 1024: d_model 1280 LayerNorms and the 5120-wide FP8 quantizations in one pass), with FP8 in every
-    # product (fp8_products=all) under multi-kernel; the best plain config last
-    timeout 330 $P --results-dir "$out" --steps 26 --warmup 8 \
-      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
-      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+    fp8tune_rows 330 ;;
   invariance)
     # issue 12: the same checks on whisper-base shapes (encoder in groups of clips)
     invariance_checks base ;;
-  evalspeed)
-    # issue 12: evaluate() defaults, transformers' default kernels and the guide's loop (large-v2, random weights)
-    timeout 300 $P --results-dir "$out" \
-      --spec kind=eval,batch=0,clips=512,label=evaluate-defaults \
-      --spec kind=eval-recipe,batch=8,label=recipe-eval-loop-b8 \
-      --spec kind=eval,batch=0,clips=512,invariant=0,label=evaluate-default-kernels ;;
-  identity3)
-    cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
-      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
-    timeout 300 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/en:en" --audio "$bench/cv:mr" \
-      --results-dir "$out" ;;
   attention)
     # issue 12, first call: the gpu-marked test with each decoder attention (eager / SDPA memory-efficient), the
     # attention sweep over KV lengths (whisper-base and large-v2 shapes), then evaluation speed on 1024 clips
@@ -232,12 +225,8 @@ PY
       timeout 120 $launch --results-dir "$out" --steps 26 --warmup 6 \
         --spec "kind=train,preset=recipe$extra,label=$tag-recipe-reference-config"
     done
-    timeout "$(( ${LIMIT_S:-575} - SECONDS ))" $P --results-dir "$out" --steps 26 --warmup 8 \
-      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,label=fast-fp8-b64-multi-kernel" \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
-      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
-  evalspeed2)
+    fp8tune_rows "$(( ${LIMIT_S:-575} - SECONDS ))" ;;
+  evalspeed)
     # issue 12: evaluation speed after the guard's changes (one encoder pass per batch, hashed sampling noise) with
     # the memory-efficient decoder attention now the default; the guide's loop over 8 batches; default kernels
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
@@ -249,11 +238,11 @@ PY
       --spec kind=eval,batch=0,clips=1024,attention=eager,label=evaluate-defaults-eager-attention ;;
   gputest)
     timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tail -8 ;;
-  identity4)
+  identity3)
     # issue 12, last call: identity on the real whisper-base with the decoder attention the sweep chose (ATTENTION)
     cat "$bench"/wb/wbpart.* | xz -d > "$bench/wb/model.safetensors" && \
       (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
     timeout 330 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/cv:mr" --audio "$bench/en:en" \
-      --decoder-attention "${ATTENTION:-eager}" --results-dir "$out" ;;
+      --decoder-attention "${ATTENTION:-efficient}" --results-dir "$out" ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
 
-from ..model.parts import base_model, input_dtype
+from ..model.parts import base_model, encoder, input_dtype
 from .generation import Generated, Loaded, generate_batch
 
 COMPRESSION_RATIO_LIMIT = 2.4
@@ -98,19 +98,20 @@ class SeededSampling(LogitsProcessor):
 
     def __init__(self, temperature: float, seeds: Sequence[int]):
         self.temperature = temperature
-        folded = [(s % 2**64) for s in seeds]  # any Python int; its low and high 32 bits both count
-        self.keys = torch.tensor([(s & _M32) ^ int(_mix32(torch.tensor(s >> 32))) for s in folded], dtype=torch.int64)
+        folded = [s % 2**64 for s in seeds]  # any Python int; its low and high 32 bits both count
+        low, high = (torch.tensor(part, dtype=torch.int64) for part in
+                     ([s & _M32 for s in folded], [s >> 32 for s in folded]))
+        self.keys = low ^ _mix32(high)
 
     def uniforms(self, step: int, vocab: int, device) -> torch.Tensor:
         """(rows, vocab) floats in (0, 1), a function of (seed, step, token id) only."""
-        rows = _mix32(self.keys.to(device) ^ int(_mix32(torch.tensor(step % 2**32))))[:, None]
+        self.keys = self.keys.to(device)  # moved once; later steps find them there
+        rows = _mix32(self.keys ^ int(_mix32(torch.tensor(step % 2**32))))[:, None]
         tokens = (torch.arange(vocab, device=device, dtype=torch.int64) * 0x9E3779B1) & _M32
         bits = _mix32(_mix32(rows ^ tokens)) >> 8  # 24 bits: exact in float32
         return (bits.float() + 0.5) / 2**24
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.keys.device != scores.device:
-            self.keys = self.keys.to(scores.device)  # once, not every step
         u = self.uniforms(input_ids.shape[1], scores.shape[1], scores.device)
         return scores.float() / self.temperature - torch.log(-torch.log(u))
 
@@ -131,7 +132,7 @@ def encoder_outputs(loaded: Loaded, features) -> torch.Tensor:
     device = torch.device(loaded.info.get("device", "cpu"))
     feats = torch.as_tensor(features).to(device=device, dtype=input_dtype(loaded.model))
     with torch.inference_mode():
-        return base_model(loaded.model).get_encoder()(feats).last_hidden_state
+        return encoder(loaded.model)(feats).last_hidden_state
 
 
 @dataclass
