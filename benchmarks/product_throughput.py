@@ -13,6 +13,7 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
     kind=harness,preset=lean,batch=12       the harness (train_throughput.py) at the same settings, same run
     kind=train,...,compile_options=a:1;b:x  an A/B row: inductor options of the compiled layers changed
     kind=train,...,fp8_products=all         an A/B row: FP8 in both products of every frozen layer
+    kind=train,...,profile=1                ... and the GPU kernels of 2 steps after warm-up (profile_*.txt)
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
     kind=eval,...,attention=efficient       an A/B row: the batch-invariant mode's decoder attention
                                             (inference.batch_invariant.DECODER_ATTENTION)
@@ -46,6 +47,8 @@ import common  # noqa: E402
 import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
 from memory_peak import MemoryStages, PeakBreakdown  # noqa: E402
+from profile_train_step import ProfileSteps  # noqa: E402
+from whispertune.atomic_files import write_file_atomically  # noqa: E402
 from whispertune.config import load_config  # noqa: E402
 from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
@@ -174,7 +177,8 @@ def train_row(ctx, spec: dict) -> dict:
     memory = spec.get("memory")
     breakdown = (MemoryStages(step=ctx.args.warmup + 2) if memory == "stages"
                  else PeakBreakdown(start=ctx.args.warmup + 2) if memory else None)
-    result = train(cfg, extra_callbacks=[timer] + ([breakdown] if breakdown else []))
+    profiler = ProfileSteps(ctx.args.warmup + 2, f"{spec['label']} (run {ctx.run_id})") if spec.get("profile") else None
+    result = train(cfg, extra_callbacks=[timer] + [c for c in (breakdown, profiler) if c])
     done = load_config(out / "config.yaml")  # the config as the preset left it
     batch = done.train.per_device_batch_size
     losses = [h["loss"] for h in result.log_history if "loss" in h]
@@ -186,6 +190,11 @@ def train_row(ctx, spec: dict) -> dict:
     row["nonfinite_skipped"] = max([h.get("nonfinite_skipped", 0) for h in result.log_history] or [0])
     if breakdown:  # the recorded steps are slower: the row's timing comes from the other steps' median
         row["memory_breakdown"] = breakdown.result
+    if profiler:  # two profiled steps (slower) are inside the median's steps: marked in the row
+        path = ctx.args.results_dir / f"profile_{ctx.run_id}_{spec['label']}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, "\n".join(profiler.table) + "\n")
+        row.update(profile_file=path.name, profiled_steps=[ctx.args.warmup + 3, ctx.args.warmup + 4])
     return row
 
 

@@ -4,6 +4,7 @@
 
 Each argument is a train_throughput.py spec (large-v2 architecture, random weights, 40 label tokens);
 3 warm-up steps, then 2 profiled steps; prints the GPU time per step and the 22 costliest kernels.
+`ProfileSteps` takes the same table from inside `whispertune.train()` (product_throughput.py `profile=1`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -43,11 +45,42 @@ def profile(spec: str, model_dir: Path, top: int = 22) -> None:
         step()
         step()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_time_total]
-    total_ms = sum(e.device_time_total for e in kernels) / 2 / 1000
-    print(f"== {spec}: {total_ms:.1f} ms GPU per step", flush=True)
-    for e in sorted(kernels, key=lambda e: -e.device_time_total)[:top]:
-        print(f"{e.device_time_total / 2 / 1000:8.1f} ms {e.count // 2:5d}x  {e.key[:110]}", flush=True)
+    print("\n".join(kernel_table(prof, spec, steps=2, top=top)), flush=True)
+
+
+def kernel_table(prof: torch.profiler.profile, title: str, steps: int, top: int = 22) -> list[str]:
+    """GPU time per step, then the `top` costliest kernels (ms per step, launches per step, name); on a CPU
+    (a rehearsal) the operators' own CPU time instead."""
+    gpu = torch.cuda.is_available()
+    spent = (lambda e: e.device_time_total) if gpu else (lambda e: e.self_cpu_time_total)
+    kernels = [e for e in prof.key_averages() if spent(e)]
+    total_ms = sum(spent(e) for e in kernels) / steps / 1000
+    lines = [f"== {title}: {total_ms:.1f} ms {'GPU' if gpu else 'CPU'} per step"]
+    for e in sorted(kernels, key=lambda e: -spent(e))[:top]:
+        lines.append(f"{spent(e) / steps / 1000:8.1f} ms {e.count // steps:5d}x  {e.key[:110]}")
+    return lines
+
+
+class ProfileSteps(TrainerCallback):
+    """Profiles optimizer steps `start` .. `start + steps - 1` of a Trainer run; `table` holds kernel_table's lines."""
+
+    def __init__(self, start: int, title: str, steps: int = 2):
+        self.start, self.steps, self.title = start, steps, title
+        self.table: list[str] = []
+        self._prof: torch.profiler.profile | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.start and self._prof is None:
+            common.sync()
+            activity = "CUDA" if torch.cuda.is_available() else "CPU"
+            self._prof = torch.profiler.profile(activities=[getattr(torch.profiler.ProfilerActivity, activity)])
+            self._prof.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._prof is not None and not self.table and state.global_step == self.start + self.steps:
+            common.sync()
+            self._prof.__exit__(None, None, None)
+            self.table = kernel_table(self._prof, self.title, self.steps)
 
 
 def main(argv: list[str]) -> int:

@@ -35,6 +35,18 @@ launches() {
       --spec kind=train,preset=recipe,label=$tag-recipe-reference-config
   done
 }
+# issue 18 item 4 with the reference config over 40 steps (34 timed; its step times follow the data, which both
+# launches see in the same order, so the comparison is step for step): `launches40 A B`, then the ratios
+launches40() {
+  for tag in "$@"; do
+    launch=$([ "$tag" = plain ] && echo "$P" || echo "$T")
+    timeout 240 $launch --results-dir "$out" --steps 18 --warmup 6 \
+      --spec kind=train,preset=auto,label=$tag-default-auto \
+      --spec kind=train,preset=recipe,steps=40,label=$tag-recipe-reference-config
+  done
+  python3 benchmarks/launch_ratio.py "$out/product_throughput.jsonl" --calls "$SUITE_START"
+}
+SUITE_START=$(date -u +%Y-%m-%dT%H:%M:%S)
 # issue 12: the gpu-marked batch-invariance test, then the probe at `ARCH`'s shapes
 invariance_checks() {
   python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || return 4
@@ -244,5 +256,17 @@ PY
       (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) || exit 5
     timeout 330 python3 benchmarks/eval_identity.py --model-dir "$bench/wb" --audio "$bench/cv:mr" --audio "$bench/en:en" \
       --decoder-attention "${ATTENTION:-efficient}" --results-dir "$out" ;;
+  scale18)
+    # issue 18 item 4 (plain first, then torchrun with one rank)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    launches40 plain torchrun ;;
+  profile12)
+    # issue 12: where the fastest preset's step goes now (product path, 2 profiled steps), with the narrow-side
+    # FP8 rule and with FP8 everywhere under multi-kernel reductions; then issue 18's pair in the other order
+    timeout 300 $P --results-dir "$out" --steps 16 --warmup 8 \
+      --spec kind=train,preset=fast-fp8,batch=64,profile=1,label=fast-fp8-b64-profiled \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,profile=1,label=fast-fp8-b64-all-products-multi-kernel-profiled"
+    launches40 torchrun plain ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
