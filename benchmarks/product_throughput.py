@@ -13,6 +13,7 @@ checkpoint, `--model-dir`). Each `--spec` is one row of benchmarks/results/produ
     kind=harness,preset=lean,batch=12       the harness (train_throughput.py) at the same settings, same run
     kind=train,...,compile_options=a:1;b:x  an A/B row: inductor options of the compiled layers changed
     kind=train,...,fp8_products=all         an A/B row: FP8 in both products of every frozen layer
+    kind=train,...,preset_fields=a:0;b:1    an A/B row: fields of the named SpeedPreset changed (0/1, integers)
     kind=train,...,profile=1                ... and the GPU kernels of 2 steps after warm-up (profile_*.txt)
     kind=eval,batch=0,clips=512             evaluate() with its defaults (batch 0 = auto), random weights
     kind=eval,...,attention=efficient       an A/B row: the batch-invariant mode's decoder attention
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -37,6 +39,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 from unittest import mock
 
 import torch
@@ -54,7 +57,7 @@ from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
 from whispertune.model import fp8  # noqa: E402
-from whispertune.training import preset_surgery  # noqa: E402
+from whispertune.training import preset_surgery, presets  # noqa: E402
 from whispertune.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +153,17 @@ def _option_value(text: str):
     if text in ("0", "1"):
         return text == "1"
     return int(text) if text.isdigit() else text
+
+
+def preset_fields(spec: dict):
+    """`preset_fields=lora_dropout_autocast:0`: an A/B row with fields of the spec's preset (training.presets) changed."""
+    items = [x.split(":", 1) for x in spec.get("preset_fields", "").split(";") if x]
+    if not items:
+        return contextlib.nullcontext()
+    name = spec.get("preset", "auto")
+    changed = dataclasses.replace(presets.get_preset("lean" if name == "auto" else name),
+                                  **{k: _option_value(v) for k, v in items})
+    return mock.patch.object(presets, "PRESETS", MappingProxyType({**presets.PRESETS, changed.name: changed}))
 
 
 def fp8_products(spec: dict):
@@ -309,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         torch._dynamo.reset()
         try:
-            with compile_options(spec), fp8_products(spec), decoder_attention(spec):
+            with compile_options(spec), fp8_products(spec), decoder_attention(spec), preset_fields(spec):
                 record.update(KINDS[spec.get("kind", "train")](ctx, spec))
         except Exception as exc:  # noqa: BLE001 - one failing row must not end the run
             record["error"] = f"{type(exc).__name__}: {exc}"[:500]

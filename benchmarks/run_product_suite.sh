@@ -268,5 +268,27 @@ PY
       --spec kind=train,preset=fast-fp8,batch=64,profile=1,label=fast-fp8-b64-profiled \
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,profile=1,label=fast-fp8-b64-all-products-multi-kernel-profiled"
     launches40 torchrun plain ;;
+  dropout12)
+    # issue 12: the fastest preset with LoRA's dropout in bf16 (preset_surgery.AutocastDropout, now fast-fp8's
+    # default; profiled), against the previous fp32 dropout, plus FP8 in every product under multi-kernel
+    # reductions; the best plain config last
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    timeout "${LIMIT_S:-370}" $P --results-dir "$out" --steps 26 --warmup 8 \
+      --spec kind=train,preset=fast-fp8,batch=64,profile=1,label=fast-fp8-b64-bf16-dropout \
+      --spec "kind=train,preset=fast-fp8,batch=64,preset_fields=lora_dropout_autocast:0,label=fast-fp8-b64-fp32-dropout" \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-bf16-dropout-all-products-multi-kernel" \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+  order18)
+    # issue 18 item 4: in both earlier calls the second launch was 7-11 % faster than the first, whichever
+    # launcher it was (`scale18`, `profile12`). A discarded warm-up launch first, then plain, torchrun, plain;
+    # the GPU's clocks, power and temperature logged every second meanwhile
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu --format=csv -l 1 \
+      > "$out/gpu_clocks.csv" 2>&1 &
+    smi=$!
+    timeout 100 $P --results-dir /tmp/warmup-results --steps 8 --warmup 2 \
+      --spec kind=train,preset=auto,label=warmup-default-auto --spec kind=train,preset=recipe,label=warmup-recipe
+    launches40 plain torchrun plain
+    kill $smi ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import prepared, tiny_lora_model, train_losses
+from tests.helpers import batch, prepared, tiny_lora_model, train_losses
 from whispertune.config import Config, SpeedPresetName
 from whispertune.errors import ConfigError
 from whispertune.training import preset_surgery, presets
@@ -138,3 +138,38 @@ def test_compiled_layers_run_eager_in_eval_mode():
     with torch.no_grad():
         out = layer(x)
     assert calls == [(2, 4)] and torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_autocast_dropout_casts_to_the_autocast_dtype_with_the_same_mask():
+    """Under autocast: the mask and scaling of nn.Dropout on the input cast to bf16; without autocast: nn.Dropout."""
+    x = torch.randn(4, 7, 16)
+    torch.manual_seed(3)
+    expected = torch.nn.functional.dropout(x.to(torch.bfloat16), 0.25, training=True)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = preset_surgery.AutocastDropout(0.25)(x)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+    torch.manual_seed(3)
+    plain = torch.nn.functional.dropout(x, 0.25, training=True)
+    torch.manual_seed(3)
+    assert torch.equal(preset_surgery.AutocastDropout(0.25)(x), plain)
+
+
+def test_fast_fp8_runs_lora_dropout_in_the_autocast_dtype_and_trains():
+    model = prepared("fast-fp8", dropout=0.1, compile_layers=False)
+    dropouts = [m for n, m in model.named_modules() if n.split(".")[-2:-1] == ["lora_dropout"]]
+    # 2 encoder layers x (q, v) + 2 decoder layers x (self q, v + cross q, v)
+    assert len(dropouts) == 12 and all(type(m) is preset_surgery.AutocastDropout for m in dropouts)
+    assert all(type(m) is torch.nn.Dropout for n, m in prepared("fast", dropout=0.1, compile_layers=False).named_modules()
+               if n.split(".")[-2:-1] == ["lora_dropout"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    feats, labels = batch()
+    losses = []
+    for _ in range(6):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_features=feats, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.05

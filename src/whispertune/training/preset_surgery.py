@@ -1,7 +1,7 @@
 """The model-level changes of a speed preset (`presets.py`), made on a model that carries its LoRA
 adapters: which layers are checkpointed, the frozen encoder run without autograd, float8 frozen
-weights, regional torch.compile (each encoder/decoder layer compiled on its own) and checkpointed encoder
-inputs kept in host memory (`offload.py`)."""
+weights, LoRA dropout in the autocast dtype, regional torch.compile (each encoder/decoder layer compiled on
+its own) and checkpointed encoder inputs kept in host memory (`offload.py`)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,37 @@ def _freeze_encoder(core: torch.nn.Module) -> None:
     encoder.forward = no_grad_forward
 
 
+class AutocastDropout(torch.nn.Dropout):
+    """LoRA's dropout on the input cast to the autocast dtype (bf16), when autocast is on.
+
+    peft hands each LoRA branch the layer input cast to the adapter weights' dtype (fp32), and under autocast
+    the LayerNorm before it already gives fp32: the dropout (an ATen kernel in compiled layers, see
+    COMPILE_OPTIONS) then reads and writes fp32 tensors of (batch, 1500, d_model) for every encoder LoRA
+    layer and every decoder cross-attention one, before autocast casts the result to bf16 for the A matrix.
+    Casting first gives the A matrix the same bf16 values up to one rounding (x*1/(1-p) rounded once from bf16
+    instead of from fp32) at half the traffic; the masks are drawn the same way. Without autocast
+    (evaluation, CPU fp32) it is nn.Dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        return super().forward(x)
+
+
+def _dropout_in_autocast_dtype(layers: list[torch.nn.Module]) -> int:
+    """Every LoRA dropout (peft's `lora_dropout` ModuleDict entries, nn.Dropout) in `layers` as an AutocastDropout;
+    returns how many were replaced (p = 0 is an nn.Identity in peft and stays)."""
+    replaced = 0
+    for layer in layers:
+        for module in layer.modules():
+            for name, dropout in getattr(module, "lora_dropout", {}).items():
+                if type(dropout) is torch.nn.Dropout:
+                    module.lora_dropout[name] = AutocastDropout(dropout.p)
+                    replaced += 1
+    return replaced
+
+
 def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Module:
     """Model-level changes of `preset`, on a model that already carries its LoRA adapters.
 
@@ -68,6 +99,8 @@ def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Modul
         model.config.use_cache = False
     if preset.fp8_weights:
         convert_frozen_linears(list(core.encoder.layers) + list(core.decoder.layers))
+    if preset.lora_dropout_autocast:
+        _dropout_in_autocast_dtype(list(core.encoder.layers) + list(core.decoder.layers))
     offload = None
     if preset.offload_encoder_inputs:
         if preset.checkpointing not in ("all", "encoder") or preset.reentrant:
