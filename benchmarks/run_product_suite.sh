@@ -39,6 +39,7 @@ launches() {
 # launches see in the same order, so the comparison is step for step): `launches40 A B`, then the ratios
 launches40() {
   for tag in "$@"; do
+    echo "launch $tag at $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
     launch=$([ "$tag" = plain ] && echo "$P" || echo "$T")
     timeout 240 $launch --results-dir "$out" --steps 18 --warmup 6 \
       --spec kind=train,preset=auto,label=$tag-default-auto \
