@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/whispertune-identity"))
     parser.add_argument("--decoder-attention", choices=["eager", "efficient"], default=batch_invariant.DECODER_ATTENTION,
                         help="an A/B run: the batch-invariant mode's decoder attention (batch_invariant.DECODER_ATTENTION)")
+    parser.add_argument("--run-id", default=uuid.uuid4().hex[:8], help="shared with the other rows of one suite run")
     args = parser.parse_args(argv)
     batch_invariant.DECODER_ATTENTION = args.decoder_attention  # reference and evaluate() alike
     common.quiet()
-    env, run_id = common.environment(), uuid.uuid4().hex[:8]
+    env, run_id = common.environment(), args.run_id
     for item in args.audio:
         folder, language = item.rsplit(":", 1)
         data = DataConfig(source="folder", path=folder, text_column="sentence", cache_dir=str(args.work / "features"))

@@ -302,9 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/whispertune-product"))
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
+    parser.add_argument("--run-id", default=uuid.uuid4().hex[:8],
+                        help="shared by several invocations of one suite run (run_product_suite.sh allrows)")
     args = parser.parse_args(argv)
     common.quiet()
-    ctx = argparse.Namespace(args=args, work=args.work, env=common.environment(), run_id=uuid.uuid4().hex[:8],
+    ctx = argparse.Namespace(args=args, work=args.work, env=common.environment(), run_id=args.run_id,
                              peak_tflops=args.peak_tflops if torch.cuda.is_available() else None)
     args.work.mkdir(parents=True, exist_ok=True)
     ctx.model_dir = args.model_dir or common.random_checkpoint(args.arch, args.work)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest|scale18|profile12|dropout12|order18|allrows|allrows-wait CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -19,7 +19,10 @@ elif [ ! -f /tmp/site/.installed ]; then
 fi
 for d in cv en processor; do [ -d "$carry/$d" ] && [ ! -d "$bench/$d" ] && cp -r "$carry/$d" "$bench/$d"; done
 [ -d "$carry/processor" ] && cp "$carry"/processor/* "$bench/wb/"
-for p in "$carry"/wb/wbpart.* "$carry"/wbpart.*; do [ -f "$p" ] && cp "$p" "$bench/wb/"; done
+# each part appears by a rename: the `allrows` run in the background waits for all three
+for p in "$carry"/wb/wbpart.* "$carry"/wbpart.*; do
+  [ -f "$p" ] && [ ! -f "$bench/wb/${p##*/}" ] && cp "$p" "$bench/wb/.${p##*/}.tmp" && mv "$bench/wb/.${p##*/}.tmp" "$bench/wb/${p##*/}"
+done
 export PYTHONPATH=$site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # ARCH / E2E_TRAIN / E2E_EVAL / EVAL_CLIPS: smaller settings for a CPU rehearsal of the same commands
 P="python3 benchmarks/product_throughput.py --arch ${ARCH:-large-v2} --audio $bench/cv --processor $bench/processor --work $work --num-proc 14"
@@ -48,6 +51,14 @@ launches40() {
   python3 benchmarks/launch_ratio.py "$out/product_throughput.jsonl" --calls "$SUITE_START"
 }
 SUITE_START=$(date -u +%Y-%m-%dT%H:%M:%S)
+# issue 12 item 2, every row in one run (one run id, one machine, the same audio folder): `allrows` starts
+# `allrows-body` in the background and returns near HOLD_S; `allrows-wait` (the next calls, carrying the rest of
+# whisper-base) waits on; every call returns the rows finished so far in $out
+ALL=/tmp/allrows-results
+allrows_wait() {
+  while [ "$SECONDS" -lt "${HOLD_S:-560}" ] && [ ! -f $ALL/done ]; do sleep 5; done
+  cp $ALL/* "$out/" 2>/dev/null; tail -c 2500 $ALL/log.txt
+}
 # issue 12: the gpu-marked batch-invariance test, then the probe at `ARCH`'s shapes
 invariance_checks() {
   python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, pytest" || return 4
@@ -289,7 +300,36 @@ PY
     smi=$!
     timeout 100 $P --results-dir /tmp/warmup-results --steps 8 --warmup 2 \
       --spec kind=train,preset=auto,label=warmup-default-auto --spec kind=train,preset=recipe,label=warmup-recipe
-    launches40 plain torchrun plain
+    launches40 ${LAUNCHES:-plain torchrun plain}
     kill $smi ;;
+  allrows)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    mkdir -p $ALL
+    setsid nohup bash benchmarks/run_product_suite.sh allrows-body "$carry" $ALL > $ALL/log.txt 2>&1 < /dev/null &
+    allrows_wait ;;
+  allrows-wait)
+    allrows_wait ;;
+  allrows-body)
+    id=${RUN_ID:-$(python3 -c "import uuid; print(uuid.uuid4().hex[:8])")}
+    $P --run-id "$id" --results-dir "$out" --steps 30 --warmup 10 --harness-steps 15 \
+      --spec kind=train,preset=auto,label=default-auto \
+      --spec kind=train,preset=recipe,steps=40,label=recipe-reference-config \
+      --spec kind=harness,preset=lean,batch=24,label=harness-lean-b24 \
+      --spec kind=harness,preset=recipe,batch=8,label=harness-recipe-b8 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 \
+      --spec kind=train,preset=plain,batch=32,label=plain-b32 \
+      --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults \
+      --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
+      --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3
+    # identity on the real whisper-base once all three parts have arrived (the later calls carry them)
+    while [ "$(ls "$bench"/wb/wbpart.a? 2>/dev/null | wc -l)" -lt 3 ]; do sleep 5; done
+    cat "$bench"/wb/wbpart.a? | xz -d > "$bench/wb/model.safetensors" && \
+      (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) && \
+      python3 benchmarks/eval_identity.py --run-id "$id" --model-dir "$bench/wb" --audio "$bench/cv:mr" \
+        --audio "$bench/en:en" --results-dir "$out"
+    touch "$out/done" ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
