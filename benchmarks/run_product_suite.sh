@@ -306,7 +306,11 @@ PY
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
     python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
     mkdir -p $ALL
-    setsid nohup bash benchmarks/run_product_suite.sh allrows-body "$carry" $ALL > $ALL/log.txt 2>&1 < /dev/null &
+    # the run reads its code from a snapshot: later calls lay the repository copy anew under a running bash
+    rm -rf /tmp/allrows-code && mkdir -p /tmp/allrows-code && cp -r src benchmarks configs /tmp/allrows-code/
+    carry_abs=$(cd "$carry" && pwd)
+    (cd /tmp/allrows-code && setsid nohup bash benchmarks/run_product_suite.sh allrows-body "$carry_abs" $ALL \
+      > $ALL/log.txt 2>&1 < /dev/null &)
     allrows_wait ;;
   allrows-wait)
     allrows_wait ;;
