@@ -325,11 +325,13 @@ PY
       --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 \
       --spec kind=train,preset=plain,batch=32,label=plain-b32 \
+      --spec kind=train,preset=fast-fp8,batch=64,preset_fields=encoder_output_autocast:0,label=fast-fp8-b64-encoder-output-fp32 \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults \
       --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
       --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3
-    # identity on the real whisper-base once all three parts have arrived (the later calls carry them)
-    while [ "$(ls "$bench"/wb/wbpart.a? 2>/dev/null | wc -l)" -lt 3 ]; do sleep 5; done
+    # identity on the real whisper-base once its WB_PARTS parts have arrived (the later calls carry them)
+    while [ "$(ls "$bench"/wb/wbpart.a? 2>/dev/null | wc -l)" -lt "${WB_PARTS:-3}" ]; do sleep 5; done
     cat "$bench"/wb/wbpart.a? | xz -d > "$bench/wb/model.safetensors" && \
       (cd "$bench/wb" && echo "$(cat model.sha256)  model.safetensors" | sha256sum -c) && \
       python3 benchmarks/eval_identity.py --run-id "$id" --model-dir "$bench/wb" --audio "$bench/cv:mr" \

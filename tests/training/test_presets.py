@@ -173,3 +173,23 @@ def test_fast_fp8_runs_lora_dropout_in_the_autocast_dtype_and_trains():
         opt.zero_grad()
         losses.append(loss.item())
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.05
+
+
+def test_fast_fp8_hands_the_decoder_the_encoder_output_in_the_autocast_dtype():
+    """Under autocast the encoder's output is bf16 (fp32 with the cast off) and the loss barely moves; in fp32 it
+    is the encoder's own output; gradients still reach the encoder's LoRA through the cast (training under autocast:
+    test_fast_fp8_runs_lora_dropout_in_the_autocast_dtype_and_trains)."""
+    feats, labels = batch()
+    cast, kept = (prepared("fast-fp8", compile_layers=False, encoder_output_autocast=flag) for flag in (True, False))
+    kept.load_state_dict(cast.state_dict())
+    encoder_of = {id(m): preset_surgery._whisper_core(m).encoder for m in (cast, kept)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = {name: encoder_of[id(m)](feats).last_hidden_state for name, m in (("cast", cast), ("kept", kept))}
+        losses = [m(input_features=feats, labels=labels).loss for m in (cast, kept)]
+    assert outs["cast"].dtype == torch.bfloat16 and outs["kept"].dtype == torch.float32
+    assert torch.equal(outs["cast"], outs["kept"].to(torch.bfloat16))
+    assert abs(losses[0].item() - losses[1].item()) < 0.02 * abs(losses[1].item())
+    losses[0].backward()
+    encoder_grads = [p.grad for n, p in cast.named_parameters() if "encoder" in n and p.requires_grad]
+    assert encoder_grads and all(g is not None for g in encoder_grads) and any(g.abs().sum() > 0 for g in encoder_grads)
+    assert encoder_of[id(cast)](feats).last_hidden_state.dtype == torch.float32  # no autocast: unchanged

@@ -1,6 +1,6 @@
 """The model-level changes of a speed preset (`presets.py`), made on a model that carries its LoRA
 adapters: which layers are checkpointed, the frozen encoder run without autograd, float8 frozen
-weights, LoRA dropout in the autocast dtype, regional torch.compile (each encoder/decoder layer compiled on
+weights, LoRA dropout and the encoder's output in the autocast dtype, regional torch.compile (each encoder/decoder layer compiled on
 its own) and checkpointed encoder inputs kept in host memory (`offload.py`)."""
 
 from __future__ import annotations
@@ -83,6 +83,24 @@ def _dropout_in_autocast_dtype(layers: list[torch.nn.Module]) -> int:
     return replaced
 
 
+def _cast_to_autocast_dtype(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(output.device.type):
+        return output.to(torch.get_autocast_dtype(output.device.type))
+    return output
+
+
+def encoder_output_in_autocast_dtype(core: torch.nn.Module) -> None:
+    """The encoder's final LayerNorm gives its output in the autocast dtype (bf16) when autocast is on.
+
+    Under autocast that LayerNorm gives fp32, and each decoder layer's cross-attention k/v projections (and
+    their LoRA branches) cast it again: 64+ reads of a (batch, 1500, d_model) fp32 tensor, and in backward as
+    many bf16 gradients cast to fp32 and summed by autograd between the compiled layers. One cast here gives
+    the projections the same bf16 values; what changes is that autograd sums the decoder's gradients for the
+    encoder output in bf16. Without autocast (evaluation, CPU fp32) the output is unchanged.
+    """
+    core.encoder.layer_norm.register_forward_hook(_cast_to_autocast_dtype)
+
+
 def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Module:
     """Model-level changes of `preset`, on a model that already carries its LoRA adapters.
 
@@ -101,6 +119,8 @@ def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Modul
         convert_frozen_linears(list(core.encoder.layers) + list(core.decoder.layers))
     if preset.lora_dropout_autocast:
         _dropout_in_autocast_dtype(list(core.encoder.layers) + list(core.decoder.layers))
+    if preset.encoder_output_autocast:
+        encoder_output_in_autocast_dtype(core)
     offload = None
     if preset.offload_encoder_inputs:
         if preset.checkpointing not in ("all", "encoder") or preset.reentrant:

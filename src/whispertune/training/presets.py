@@ -19,7 +19,7 @@ Presets:
 - `lean-resident`: `lean` with every checkpoint on the GPU, batch 12 (4.3-4.7x the recipe's speed).
 - `fast-fp8`: `fast` with the frozen base weights of every encoder/decoder layer in float8 and their
   matmuls on FP8 tensor cores (`model/fp8.py`; Ada/Hopper GPUs). LoRA, norms and attention stay bf16;
-  LoRA's dropout runs on bf16 inputs.
+  LoRA's dropout runs on bf16 inputs, and the decoder gets the encoder's output in bf16.
 - `fast-frozen-encoder`: `fast` with LoRA on the decoder only and the encoder run without autograd.
   It CHANGES the trainable set (no encoder adapters): a separate choice, not a drop-in for `recipe`.
 """
@@ -54,6 +54,9 @@ class SpeedPreset:
     # LoRA's dropout on the autocast dtype (bf16) instead of peft's fp32 copy of the layer input
     # (preset_surgery.AutocastDropout): half the memory traffic, the same masks
     lora_dropout_autocast: bool = False
+    # the encoder's output handed to the decoder in the autocast dtype (preset_surgery.encoder_output_in_autocast_dtype):
+    # one cast instead of one per cross-attention projection, its gradient summed in bf16
+    encoder_output_autocast: bool = False
 
 
 # read-only: a changed preset is a new object (dataclasses.replace), passed where it is used
@@ -68,7 +71,7 @@ PRESETS: MappingProxyType[str, SpeedPreset] = MappingProxyType({p.name: p for p 
     SpeedPreset("lean-resident", "none", "bf16", False, "all", False, True, False, 12),
     # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
     SpeedPreset("fast-fp8", "none", "bf16", False, "none", False, True, False, 32, fp8_weights=True,
-                lora_dropout_autocast=True),
+                lora_dropout_autocast=True, encoder_output_autocast=True),
     SpeedPreset("fast-frozen-encoder", "none", "bf16", False, "none", False, True, True, 32),
 )})
 
