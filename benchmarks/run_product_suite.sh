@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest|scale18|profile12|dropout12|order18|allrows|allrows-wait CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest|scale18|profile12|dropout12|encoder12|order18|allrows|allrows-wait CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -51,12 +51,15 @@ launches40() {
   python3 benchmarks/launch_ratio.py "$out/product_throughput.jsonl" --calls "$SUITE_START"
 }
 SUITE_START=$(date -u +%Y-%m-%dT%H:%M:%S)
+# what the product's train and evaluate paths import (a package missing from site.tar.xz + extra/ fails here, fast)
+IMPORTS="import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt, platformdirs
+import whispertune.training.trainer, whispertune.inference.evaluate"
 # issue 12 item 2, every row in one run (one run id, one machine, the same audio folder): `allrows` starts
 # `allrows-body` in the background and returns near HOLD_S; `allrows-wait` (the next calls, carrying the rest of
 # whisper-base) waits on; every call returns the rows finished so far in $out
 ALL=/tmp/allrows-results
 allrows_wait() {
-  while [ "$SECONDS" -lt "${HOLD_S:-560}" ] && [ ! -f $ALL/done ]; do sleep 5; done
+  while [ "$SECONDS" -lt "${HOLD_S:-560}" ] && [ ! -f $ALL/done ] && [ ! -f $ALL/ended ]; do sleep 5; done
   cp $ALL/* "$out/" 2>/dev/null; tail -c 2500 $ALL/log.txt
 }
 # issue 12: the gpu-marked batch-invariance test, then the probe at `ARCH`'s shapes
@@ -271,7 +274,7 @@ PY
   scale18)
     # issue 18 item 4 (plain first, then torchrun with one rank)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    python3 -c "$IMPORTS" || exit 4
     launches40 plain torchrun ;;
   profile12)
     # issue 12: where the fastest preset's step goes now (product path, 2 profiled steps), with the narrow-side
@@ -285,11 +288,22 @@ PY
     # default; profiled), against the previous fp32 dropout, plus FP8 in every product under multi-kernel
     # reductions; the best plain config last
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    python3 -c "$IMPORTS" || exit 4
     timeout "${LIMIT_S:-370}" $P --results-dir "$out" --steps 26 --warmup 8 \
       --spec kind=train,preset=fast-fp8,batch=64,profile=1,label=fast-fp8-b64-bf16-dropout \
       --spec "kind=train,preset=fast-fp8,batch=64,preset_fields=lora_dropout_autocast:0,label=fast-fp8-b64-fp32-dropout" \
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-bf16-dropout-all-products-multi-kernel" \
+      --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
+  encoder12)
+    # issue 12: the fastest preset with the encoder's output handed to the decoder in bf16
+    # (preset_surgery.encoder_output_in_autocast_dtype, now fast-fp8's default) against fp32 as before, plus FP8
+    # in every product under multi-kernel reductions; the best plain config last
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+    python3 -c "$IMPORTS" || exit 4
+    timeout "${LIMIT_S:-380}" $P --results-dir "$out" --steps 26 --warmup 8 \
+      --spec kind=train,preset=fast-fp8,batch=64,label=fast-fp8-b64 \
+      --spec "kind=train,preset=fast-fp8,batch=64,preset_fields=encoder_output_autocast:0,label=fast-fp8-b64-encoder-output-fp32" \
+      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 ;;
   order18)
     # issue 18 item 4: in both earlier calls the second launch was 7-11 % faster than the first, whichever
@@ -304,13 +318,14 @@ PY
     kill $smi ;;
   allrows)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-    python3 -c "import torch, transformers, peft, datasets, bitsandbytes, soundfile, srt, webvtt" || exit 4
+    python3 -c "$IMPORTS" || exit 4
     mkdir -p $ALL
     # the run reads its code from a snapshot: later calls lay the repository copy anew under a running bash
     rm -rf /tmp/allrows-code && mkdir -p /tmp/allrows-code && cp -r src benchmarks configs /tmp/allrows-code/
     carry_abs=$(cd "$carry" && pwd)
-    (cd /tmp/allrows-code && setsid nohup bash benchmarks/run_product_suite.sh allrows-body "$carry_abs" $ALL \
-      > $ALL/log.txt 2>&1 < /dev/null &)
+    # `ended` (its exit status) tells the waiting calls that it stopped, done or not
+    (cd /tmp/allrows-code && setsid nohup bash -c 'bash benchmarks/run_product_suite.sh allrows-body "$0" "$1"; echo $? > "$1/ended"' \
+      "$carry_abs" $ALL > $ALL/log.txt 2>&1 < /dev/null &)
     allrows_wait ;;
   allrows-wait)
     allrows_wait ;;
@@ -329,7 +344,7 @@ PY
       --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults \
       --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
-      --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3
+      --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3 || exit 5
     # identity on the real whisper-base once its WB_PARTS parts have arrived (the later calls carry them)
     while [ "$(ls "$bench"/wb/wbpart.a? 2>/dev/null | wc -l)" -lt "${WB_PARTS:-3}" ]; do sleep 5; done
     cat "$bench"/wb/wbpart.a? | xz -d > "$bench/wb/model.safetensors" && \
