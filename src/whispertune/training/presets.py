@@ -69,7 +69,8 @@ PRESETS: MappingProxyType[str, SpeedPreset] = MappingProxyType({p.name: p for p 
     SpeedPreset("lean", "none", "bf16", False, "all", False, True, False, 24, offload_encoder_inputs=True),
     # batch 12: 5.34 GiB on large-v2 with every checkpoint kept on the GPU (no host memory or PCIe traffic)
     SpeedPreset("lean-resident", "none", "bf16", False, "all", False, True, False, 12),
-    # batch 32: 68 GiB (80 GB GPU); at batch 64 (131 GiB, speed_batch_size) 1.50-1.51x the best plain bf16 config
+    # batch 32: 68 GiB (80 GB GPU); at batch 64 (134 GiB, speed_batch_size) 1.616x the best plain bf16 config
+    # through `whispertune train` (run 6752d38b, docs/speed.md)
     SpeedPreset("fast-fp8", "none", "bf16", False, "none", False, True, False, 32, fp8_weights=True,
                 lora_dropout_autocast=True, encoder_output_autocast=True),
     SpeedPreset("fast-frozen-encoder", "none", "bf16", False, "none", False, True, True, 32),
