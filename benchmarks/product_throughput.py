@@ -29,9 +29,7 @@ over the whole call. The label length used for MFU is the mean real label length
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import dataclasses
 import shutil
 import statistics
 import sys
@@ -39,13 +37,12 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from types import MappingProxyType
-from unittest import mock
 
 import torch
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ab_patches  # noqa: E402
 import common  # noqa: E402
 import eval_throughput  # noqa: E402
 import train_throughput  # noqa: E402
@@ -56,8 +53,6 @@ from whispertune.config import load_config  # noqa: E402
 from whispertune.inference import batch_invariant  # noqa: E402
 from whispertune.inference.evaluate import evaluate  # noqa: E402
 from whispertune.inference.options import DecodingOptions, LoadOptions  # noqa: E402
-from whispertune.model import fp8  # noqa: E402
-from whispertune.training import preset_surgery, presets  # noqa: E402
 from whispertune.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,47 +133,6 @@ def overrides(ctx, spec: dict, out: Path, audio: Path) -> list[str]:
     if not torch.cuda.is_available():  # CPU smoke test: presets do not apply, the reference's fp16/int8 cannot run
         items += ["train.precision=fp32", "quantization.mode=none"]
     return items + [x.replace(";", ",") for x in spec.get("set", "").split("|") if x]
-
-
-def compile_options(spec: dict):
-    """`compile_options=key:value;key:value`: an A/B row with the compiled layers' inductor options changed
-    (`training.preset_surgery.COMPILE_OPTIONS`, which every compiled preset uses); values are 0/1 or text."""
-    items = [x.split(":", 1) for x in spec.get("compile_options", "").split(";") if x]
-    values = {k: _option_value(v) for k, v in items}
-    return mock.patch.dict(preset_surgery.COMPILE_OPTIONS, values)
-
-
-def _option_value(text: str):
-    """0/1 as booleans, other integers as int (e.g. triton.multi_kernel:2), anything else as text."""
-    if text in ("0", "1"):
-        return text == "1"
-    return int(text) if text.isdigit() else text
-
-
-def preset_fields(spec: dict):
-    """`preset_fields=lora_dropout_autocast:0`: an A/B row with fields of the spec's preset (training.presets) changed."""
-    items = [x.split(":", 1) for x in spec.get("preset_fields", "").split(";") if x]
-    if not items:
-        return contextlib.nullcontext()
-    name = spec.get("preset", "auto")
-    changed = dataclasses.replace(presets.get_preset("lean" if name == "auto" else name),
-                                  **{k: _option_value(v) for k, v in items})
-    return mock.patch.object(presets, "PRESETS", MappingProxyType({**presets.PRESETS, changed.name: changed}))
-
-
-def fp8_products(spec: dict):
-    """`fp8_products=all`: an A/B row with both products of every frozen layer in FP8 (model.fp8.fp8_directions),
-    the wide ones too; the default is the narrow-side rule."""
-    if spec.get("fp8_products", "narrow") == "narrow":
-        return contextlib.nullcontext()
-    return mock.patch.object(fp8, "fp8_directions", lambda in_features, out_features: (True, True))
-
-
-def decoder_attention(spec: dict):
-    """`attention=eager|efficient`: an A/B row with the batch-invariant mode's decoder attention changed."""
-    if "attention" not in spec:
-        return contextlib.nullcontext()
-    return mock.patch.object(batch_invariant, "DECODER_ATTENTION", spec["attention"])
 
 
 def train_row(ctx, spec: dict) -> dict:
@@ -325,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         common.free_memory()
         torch._dynamo.reset()
         try:
-            with compile_options(spec), fp8_products(spec), decoder_attention(spec), preset_fields(spec):
+            with ab_patches.all_patches(spec):
                 record.update(KINDS[spec.get("kind", "train")](ctx, spec))
         except Exception as exc:  # noqa: BLE001 - one failing row must not end the run
             record["error"] = f"{type(exc).__name__}: {exc}"[:500]
