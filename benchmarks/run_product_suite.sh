@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls behind benchmarks/results/product_throughput.jsonl (see benchmarks/README.md).
-# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest|scale18|profile12|dropout12|encoder12|order18|allrows|allrows-wait CARRY_DIR [OUT]
+# Usage: benchmarks/run_product_suite.sh train|offload|e2e-start|finish|identity|identity2|breakdown|fp8ab|swap|torchrun|checks|pair2|fp8tune|invariance|evalspeed|identity3|attention|refcheck|gputest|scale18|profile12|dropout12|encoder12|order18|pg18|allrows|allrows-wait CARRY_DIR [OUT]
 # CARRY_DIR (first call): site.tar.xz (the wheels unpacked, bitsandbytes' CUDA 13.0 library only), cv/ (make_cv_like.sh),
 # processor/ (whisper-base's processor files + model.sha256); later calls: wbpart.* (whisper-base's bf16
 # model.safetensors, xz-compressed and split to fit the carry limit), en/ (English test clips, column `sentence`).
@@ -316,6 +316,26 @@ PY
       --spec kind=train,preset=auto,label=warmup-default-auto --spec kind=train,preset=recipe,label=warmup-recipe
     launches40 ${LAUNCHES:-plain torchrun plain}
     kill $smi ;;
+  pg18)
+    # issue 18 item 4: after the warm-up launch, the default preset under torchrun was 4.6-5.6 % slower than plain
+    # in both orders (`order18`). Which part: torchrun's agent process, or the one-rank NCCL process group that
+    # accelerate sets up whenever LOCAL_RANK is set? `pgplain` is the plain launch with that process group
+    # (RANK/LOCAL_RANK/WORLD_SIZE/MASTER_* as torchrun sets them); then the ratios of both against plain
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu --format=csv -l 1 \
+      > "$out/gpu_clocks.csv" 2>&1 &
+    smi=$!
+    timeout 100 $P --results-dir /tmp/warmup-results --steps 8 --warmup 2 --spec kind=train,preset=auto,label=warmup-default-auto
+    for tag in ${LAUNCHES:-plain pgplain torchrun plain}; do
+      echo "launch $tag at $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
+      case $tag in
+        plain) launch=$P ;;
+        pgplain) launch="env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 $P" ;;
+        torchrun) launch=$T ;;
+      esac
+      timeout 150 $launch --results-dir "$out" --steps 24 --warmup 6 --spec kind=train,preset=auto,label=$tag-default-auto
+    done
+    kill $smi
+    for l in torchrun pgplain; do python3 benchmarks/launch_ratio.py "$out/product_throughput.jsonl" --calls "$SUITE_START" --launcher $l; done ;;
   allrows)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
     python3 -c "$IMPORTS" || exit 4
