@@ -97,3 +97,26 @@ def test_adapter_variants_benchmark_trains_and_scores_each_variant(tiny_whisper_
     dora, adalora = rows
     assert dora["adapter_params"] == dora["trainable_params"]  # magnitudes included
     assert adalora["adapter_params"] < adalora["trainable_params"]  # the saved AdaLoRA adapter is pruned
+
+
+def test_launch_ratio_pairs_each_launcher_with_plain_rows_of_the_same_config():
+    """torchrun-/pgplain- rows against plain- rows of the same config since --calls: by median and step for step."""
+    spec = importlib.util.spec_from_file_location("benchmarks_launch_ratio", REPO / "benchmarks" / "launch_ratio.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(label, run, steps, date="2026-12-03T06:00:00"):
+        median = sorted(steps)[len(steps) // 2]
+        return {"label": label, "run_id": run, "date": date, "step_s": steps, "samples_per_s": round(8 / median, 3)}
+
+    rows = [row("plain-default-auto", "p1", [9.0, 1.0, 1.0, 2.0]),
+            row("torchrun-default-auto", "t1", [9.0, 1.1, 1.1, 2.2]),
+            row("pgplain-default-auto", "g1", [9.0, 1.0, 1.0, 2.0]),
+            row("torchrun-default-auto", "old", [1.0, 1.0, 1.0, 1.0], date="2026-12-01T00:00:00"),
+            row("torchrun-recipe", "t1", [1.0, 1.0, 1.0, 1.0])]  # no plain row of that config: no pair
+    [ranked] = module.pairs(rows, "2026-12-03", warmup=1)
+    assert (ranked["config"], ranked["plain_run"], ranked["torchrun_run"], ranked["timed_steps"]) == ("default-auto", "p1", "t1", 3)
+    # medians 2.2 and 2.0 s; timed steps 1.1+1.1+2.2 against 1+1+2 s
+    assert ranked["by_median"] == round(2.0 / 2.2, 3) and ranked["paired_mean"] == round(4 / 4.4, 3)
+    [grouped] = module.pairs(rows, "2026-12-03", warmup=1, launcher="pgplain")
+    assert grouped["pgplain_run"] == "g1" and grouped["by_median"] == 1.0 and grouped["paired_mean"] == 1.0
