@@ -13,12 +13,13 @@ from whispertune.model import fp8
 from whispertune.training import preset_surgery, presets
 
 
-def all_patches(spec: dict) -> contextlib.ExitStack:
-    """Every change `spec` names, entered together."""
-    stack = contextlib.ExitStack()
-    for patch in (compile_options, fp8_products, decoder_attention, preset_fields):
-        stack.enter_context(patch(spec))
-    return stack
+@contextlib.contextmanager
+def all_patches(spec: dict):
+    """Every change `spec` names, in force for the `with` block only."""
+    with contextlib.ExitStack() as stack:
+        for patch in (compile_options, fp8_products, decoder_attention, preset_fields):
+            stack.enter_context(patch(spec))
+        yield
 
 
 def compile_options(spec: dict):

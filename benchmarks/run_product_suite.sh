@@ -30,9 +30,24 @@ T="python3 -m torch.distributed.run --standalone --nproc_per_node 1 ${P#python3 
 # issue 18 item 4: `launches A B`: the reference config and the default preset under each launch in turn
 # (plain = python, torchrun = torch.distributed.run with one rank); `checks` runs plain then torchrun and
 # `pair2` (the next call) torchrun then plain, so each launch is once first and once second
+# the command of a launch tag: plain, torchrun (one rank), pgplain (plain with the one-rank process group that
+# accelerate sets up whenever LOCAL_RANK is set, the variables as torchrun sets them)
+launcher() {
+  case $1 in
+    plain) echo "$P" ;;
+    torchrun) echo "$T" ;;
+    pgplain) echo "env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 $P" ;;
+  esac
+}
+# the GPU's clocks, power and temperature every second into $out/gpu_clocks.csv, until `kill $smi`
+log_clocks() {
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu --format=csv -l 1 \
+    > "$out/gpu_clocks.csv" 2>&1 &
+  smi=$!
+}
 launches() {
   for tag in "$@"; do
-    launch=$([ "$tag" = plain ] && echo "$P" || echo "$T")
+    launch=$(launcher "$tag")
     timeout 200 $launch --results-dir "$out" --steps 18 --warmup 6 \
       --spec kind=train,preset=auto,label=$tag-default-auto \
       --spec kind=train,preset=recipe,label=$tag-recipe-reference-config
@@ -43,7 +58,7 @@ launches() {
 launches40() {
   for tag in "$@"; do
     echo "launch $tag at $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
-    launch=$([ "$tag" = plain ] && echo "$P" || echo "$T")
+    launch=$(launcher "$tag")
     timeout 240 $launch --results-dir "$out" --steps 18 --warmup 6 \
       --spec kind=train,preset=auto,label=$tag-default-auto \
       --spec kind=train,preset=recipe,steps=40,label=$tag-recipe-reference-config
@@ -309,9 +324,7 @@ PY
     # issue 18 item 4: in both earlier calls the second launch was 7-11 % faster than the first, whichever
     # launcher it was (`scale18`, `profile12`). A discarded warm-up launch first, then plain, torchrun, plain;
     # the GPU's clocks, power and temperature logged every second meanwhile
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu --format=csv -l 1 \
-      > "$out/gpu_clocks.csv" 2>&1 &
-    smi=$!
+    log_clocks
     timeout 100 $P --results-dir /tmp/warmup-results --steps 8 --warmup 2 \
       --spec kind=train,preset=auto,label=warmup-default-auto --spec kind=train,preset=recipe,label=warmup-recipe
     launches40 ${LAUNCHES:-plain torchrun plain}
@@ -319,20 +332,12 @@ PY
   pg18)
     # issue 18 item 4: after the warm-up launch, the default preset under torchrun was 4.6-5.6 % slower than plain
     # in both orders (`order18`). Which part: torchrun's agent process, or the one-rank NCCL process group that
-    # accelerate sets up whenever LOCAL_RANK is set? `pgplain` is the plain launch with that process group
-    # (RANK/LOCAL_RANK/WORLD_SIZE/MASTER_* as torchrun sets them); then the ratios of both against plain
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu --format=csv -l 1 \
-      > "$out/gpu_clocks.csv" 2>&1 &
-    smi=$!
+    # accelerate sets up whenever LOCAL_RANK is set (`pgplain`, see `launcher`)? Then both ratios against plain
+    log_clocks
     timeout 100 $P --results-dir /tmp/warmup-results --steps 8 --warmup 2 --spec kind=train,preset=auto,label=warmup-default-auto
     for tag in ${LAUNCHES:-plain pgplain torchrun plain}; do
       echo "launch $tag at $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)"
-      case $tag in
-        plain) launch=$P ;;
-        pgplain) launch="env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 $P" ;;
-        torchrun) launch=$T ;;
-      esac
-      timeout 150 $launch --results-dir "$out" --steps 24 --warmup 6 --spec kind=train,preset=auto,label=$tag-default-auto
+      timeout 150 $(launcher "$tag") --results-dir "$out" --steps 24 --warmup 6 --spec kind=train,preset=auto,label=$tag-default-auto
     done
     kill $smi
     for l in torchrun pgplain; do python3 benchmarks/launch_ratio.py "$out/product_throughput.jsonl" --calls "$SUITE_START" --launcher $l; done ;;

@@ -65,9 +65,14 @@ class AutocastDropout(torch.nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
-        return super().forward(x)
+        return super().forward(_in_autocast_dtype(x))
+
+
+def _in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """`x` cast to the autocast dtype when autocast is on for its device, else `x` itself."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
 
 
 def _dropout_in_autocast_dtype(layers: list[torch.nn.Module]) -> int:
@@ -83,12 +88,6 @@ def _dropout_in_autocast_dtype(layers: list[torch.nn.Module]) -> int:
     return replaced
 
 
-def _cast_to_autocast_dtype(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    if torch.is_autocast_enabled(output.device.type):
-        return output.to(torch.get_autocast_dtype(output.device.type))
-    return output
-
-
 def encoder_output_in_autocast_dtype(core: torch.nn.Module) -> None:
     """The encoder's final LayerNorm gives its output in the autocast dtype (bf16) when autocast is on.
 
@@ -98,7 +97,7 @@ def encoder_output_in_autocast_dtype(core: torch.nn.Module) -> None:
     the projections the same bf16 values; what changes is that autograd sums the decoder's gradients for the
     encoder output in bf16. Without autocast (evaluation, CPU fp32) the output is unchanged.
     """
-    core.encoder.layer_norm.register_forward_hook(_cast_to_autocast_dtype)
+    core.encoder.layer_norm.register_forward_hook(lambda module, args, output: _in_autocast_dtype(output))
 
 
 def prepare_model(model: torch.nn.Module, preset: SpeedPreset) -> torch.nn.Module:
