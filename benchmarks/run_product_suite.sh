@@ -365,8 +365,6 @@ PY
       --spec kind=harness,preset=fast-fp8,batch=64,label=harness-fast-fp8-b64 \
       --spec kind=train,preset=plain,batch=48,label=plain-b48 \
       --spec kind=train,preset=plain,batch=32,label=plain-b32 \
-      --spec kind=train,preset=fast-fp8,batch=64,preset_fields=encoder_output_autocast:0,label=fast-fp8-b64-encoder-output-fp32 \
-      --spec "kind=train,preset=fast-fp8,batch=64,compile_options=triton.multi_kernel:1,fp8_products=all,label=fast-fp8-b64-all-products-multi-kernel" \
       --spec kind=eval,batch=0,clips=1024,label=evaluate-defaults \
       --spec kind=eval-recipe,batch=8,batches=8,label=recipe-eval-loop-b8 \
       --spec kind=e2e,train_clips=${E2E_TRAIN:-4000},eval_clips=${E2E_EVAL:-500},epochs=3,label=e2e-default-${E2E_TRAIN:-4000}x3 || exit 5
