@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..errors import UserError
@@ -159,16 +160,18 @@ def assemble_parts(parts: list[Path], dest: Path, sha256: str, size: int | None 
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Write the marker last, then move `tmp` into place (another process may have won the race)."""
+    """Write the marker last, then move `tmp` into place, unless another process published `final` first.
+
+    Several processes may assemble the same model at once (every rank of a torchrun launch does). The check and
+    the rename happen under one file lock: otherwise a process that found a leftover could delete a copy another
+    process had just published, and was already reading. The caller removes `tmp` whatever happened."""
     (tmp / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    if final.exists():
-        shutil.rmtree(final)  # a leftover without a marker
-    try:
+    with FileLock(str(final.parent / f".{final.name}.lock")):
+        if (final / MARKER).is_file():
+            return
+        if final.exists():
+            shutil.rmtree(final)  # a leftover without a marker: every rename here moves a marked directory
         tmp.rename(final)
-    except OSError:
-        if not (final / MARKER).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tmp_sibling(final: Path) -> Path:
