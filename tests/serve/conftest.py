@@ -53,11 +53,10 @@ def get_json(url: str) -> dict:
 def start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     """`whispertune serve ARGS` in its own process (this checkout's sources), once /health answers."""
     port = free_port()
-    # MALLOC_ARENA_MAX=2, as docs/serve.md advises for a server: glibc otherwise gives the server's threads new
-    # 64 MB malloc arenas at unpredictable moments, RSS steps of 100-270 MiB that the load test took for growth
-    # (measured: 160 requests 997 -> 998 -> 1268 MiB without, 1097 -> 1097 -> 1102 and 1058 -> 1058 -> 1058 with;
-    # 400 requests without it plateau: 1106 -> 1107 -> 1107)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "MALLOC_ARENA_MAX": "2"}
+    # without the malloc variables, so the load test measures the allocator settings `whispertune serve` applies
+    # itself (serve/memory.py)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "whispertune.cli", "serve", "--port", str(port),
                                  "--device", "cpu", *args], stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.app import Limits, create_app
     from ..serve.backends import load_backend
     from ..serve.batcher import Batcher
+    from ..serve.memory import steady_malloc
 
+    steady_malloc()  # before the model and the request threads allocate
     model = args.model or (None if args.adapter else DEFAULT_MODEL)
     backend = load_backend(model, args.adapter, LoadOptions(quantization=args.quantization, device=args.device,
                                                             language=args.language), args.batch_size)
