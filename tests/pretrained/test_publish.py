@@ -1,12 +1,15 @@
-"""How an assembled cache directory appears: once, by a rename under a lock, never over a copy another process
-published (every rank of a torchrun launch resolves `embedded:` names at the same time)."""
+"""How an assembled cache directory appears: built once, by one process, while the others wait; by a rename under a
+lock, never over a copy another process published (every rank of a torchrun launch resolves `embedded:` names at the
+same time)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import time
 from pathlib import Path
 
-from whispertune.pretrained.embedded import MARKER, _publish, _tmp_sibling
+from whispertune.pretrained.embedded import MARKER, _build_once, _publish, _tmp_sibling
 
 
 def _staged(final: Path, text: str) -> Path:
@@ -53,3 +56,30 @@ def test_processes_publishing_at_once_all_read_the_one_first_copy(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     texts = {seen.get(timeout=5) for _ in range(40)}
     assert texts == {(final / "model.bin").read_text()}
+
+
+def _build_slowly(tmp: Path) -> None:
+    with open(tmp.parent / "builds.log", "a") as log:
+        log.write(f"{os.getpid()}\n")
+    time.sleep(0.5)  # long enough that every other process asks while this build runs
+    (tmp / "model.bin").write_text(f"built by {os.getpid()}")
+
+
+def _resolve(final: str, seen: mp.Queue) -> None:
+    seen.put((_build_once(Path(final), _build_slowly) / "model.bin").read_text())
+
+
+def test_processes_asking_at_once_wait_for_one_build(tmp_path):
+    final = tmp_path / "models" / "base"
+    ctx = mp.get_context("fork")
+    seen = ctx.Queue()
+    procs = [ctx.Process(target=_resolve, args=(str(final), seen)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    builders = (final.parent / "builds.log").read_text().split()
+    assert len(builders) == 1
+    assert {seen.get(timeout=5) for _ in range(4)} == {f"built by {builders[0]}"}
+    assert sorted(x.name for x in final.parent.iterdir() if x.name.startswith(".base.tmp")) == []

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,40 +182,50 @@ def _tmp_sibling(final: Path) -> Path:
     return tmp
 
 
+def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
+    """`final`, built by `build(staging folder)` and published, unless it is complete already.
+
+    The build runs under a lock of its own, so processes that ask at once (every rank of a torchrun launch) wait for
+    the first one's build instead of each assembling and converting the model again."""
+    if (final / MARKER).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f".{final.name}.build.lock")):
+        if (final / MARKER).is_file():  # built by another process while this one waited
+            return final
+        tmp = _tmp_sibling(final)
+        try:
+            build(tmp)
+            _publish(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def resolve_embedded_ct2(name: str) -> Path:
     """The verified CTranslate2 directory of embedded model `name` (assembled into the cache once)."""
     model = _get(name)
-    final = cache_root() / "ct2" / name
-    if (final / MARKER).is_file():
-        return final
-    layout, parts, files_dir = locate(model)
-    tmp = _tmp_sibling(final)
-    try:
+
+    def build(tmp: Path) -> None:
+        layout, parts, files_dir = locate(model)
         assemble_parts(parts, tmp / "model.bin", layout.sha256, layout.size)
         for extra in files_dir.iterdir():
             if extra.is_file() and not extra.name.startswith("model.bin"):
                 shutil.copyfile(extra, tmp / extra.name)
-        _publish(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return _build_once(cache_root() / "ct2" / name, build)
 
 
 def resolve_embedded(name: str) -> Path:
     """The transformers checkpoint of embedded model `name`: converted on first use, then served from the cache."""
-    final = cache_root() / "models" / name
-    if (final / MARKER).is_file():
-        return final
-    from .ct2_import import import_ct2  # torch/transformers only when a conversion is due
+    _get(name)  # an unknown name fails before anything is made in the cache
 
-    ct2_dir = resolve_embedded_ct2(name)
-    tmp = _tmp_sibling(final)
-    try:
-        import_ct2(ct2_dir, tmp, overwrite=True)
-        _publish(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    def build(tmp: Path) -> None:
+        from .ct2_import import import_ct2  # torch/transformers only when a conversion is due
+
+        import_ct2(resolve_embedded_ct2(name), tmp, overwrite=True)
+
+    return _build_once(cache_root() / "models" / name, build)
 
 
 def resolve_model_name(name: str) -> str:
