@@ -344,13 +344,18 @@ PY
   allrows)
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
     python3 -c "$IMPORTS" || exit 4
-    mkdir -p $ALL
+    rm -rf $ALL && mkdir -p $ALL
     # the run reads its code from a snapshot: later calls lay the repository copy anew under a running bash
     rm -rf /tmp/allrows-code && mkdir -p /tmp/allrows-code && cp -r src benchmarks configs /tmp/allrows-code/
     carry_abs=$(cd "$carry" && pwd)
-    # `ended` (its exit status) tells the waiting calls that it stopped, done or not
-    (cd /tmp/allrows-code && setsid nohup bash -c 'bash benchmarks/run_product_suite.sh allrows-body "$0" "$1"; echo $? > "$1/ended"' \
-      "$carry_abs" $ALL > $ALL/log.txt 2>&1 < /dev/null &)
+    # `ended` (its exit status) tells the waiting calls that it stopped, done or not. Only the background command
+    # may hold an inherited descriptor: `(cd X && cmd &)` backgrounds the whole list, whose subshell kept the
+    # call's stdout open until the body ended (so the call never returned before it), and the caller may hand
+    # down more pipes than 0-2
+    ( cd /tmp/allrows-code || exit 1
+      for fd in /proc/$BASHPID/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done
+      setsid nohup bash -c 'bash benchmarks/run_product_suite.sh allrows-body "$0" "$1"; echo $? > "$1/ended"' \
+        "$carry_abs" $ALL > $ALL/log.txt 2>&1 < /dev/null & )
     allrows_wait ;;
   allrows-wait)
     allrows_wait ;;
