@@ -161,18 +161,15 @@ def assemble_parts(parts: list[Path], dest: Path, sha256: str, size: int | None 
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Write the marker last, then move `tmp` into place, unless another process published `final` first.
-
-    Several processes may assemble the same model at once (every rank of a torchrun launch does). The check and
-    the rename happen under one file lock: otherwise a process that found a leftover could delete a copy another
-    process had just published, and was already reading. The caller removes `tmp` whatever happened."""
+    """Write the marker last, then move `tmp` into place, unless a complete `final` is there already (then the
+    caller removes `tmp`). A leftover without a marker (a process killed mid-rename) is replaced. Called under
+    `_build_once`'s lock, so no other process publishes or reads a half-moved copy meanwhile."""
     (tmp / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    with FileLock(str(final.parent / f".{final.name}.lock")):
-        if (final / MARKER).is_file():
-            return
-        if final.exists():
-            shutil.rmtree(final)  # a leftover without a marker: every rename here moves a marked directory
-        tmp.rename(final)
+    if (final / MARKER).is_file():
+        return
+    if final.exists():
+        shutil.rmtree(final)  # every rename here moves a marked directory, so this one is a leftover
+    tmp.rename(final)
 
 
 def _tmp_sibling(final: Path) -> Path:
@@ -185,8 +182,9 @@ def _tmp_sibling(final: Path) -> Path:
 def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
     """`final`, built by `build(staging folder)` and published, unless it is complete already.
 
-    The build runs under a lock of its own, so processes that ask at once (every rank of a torchrun launch) wait for
-    the first one's build instead of each assembling and converting the model again."""
+    The check, the build and the rename run under one file lock, so processes that ask at once (every rank of a
+    torchrun launch) wait for the first one's build instead of each assembling and converting the model again, and
+    none can replace a copy another is already reading."""
     if (final / MARKER).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
