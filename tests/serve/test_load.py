@@ -4,9 +4,9 @@ flat. The server's RSS is read after each tenth of the requests (after a warm-up
 part; an allocator grows it in steps, now and then (glibc's defaults did, before `whispertune serve` set its own:
 CI of 2026-12-03, +0.3 MiB over the first 100 requests, then one step of +123 MiB; serve/memory.py). So the test
 bounds the median growth per request over the last seven tenths by LEAK_MIB_PER_REQUEST: a leak of each request's
-decoded audio (128 KB for a 2 s clip at 16 kHz) or of its features (~960 KB) would exceed it; a leak of the ~50 KB
-upload alone would not. The latencies are printed (docs/serve.md has the measured numbers); speed is never
-asserted."""
+decoded audio (128 KB for a 2 s clip at 16 kHz) or of its features (~960 KB) would exceed it at 200 requests, a leak
+of the features at CI's 64 (a tenth may grow by RSS_NOISE_MIB); a leak of the ~50 KB upload alone would not. The
+latencies are printed (docs/serve.md has the measured numbers); speed is never asserted."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ MODEL = "embedded:tiny.en"
 REQUESTS = int(os.environ.get("WHISPERTUNE_SERVE_LOAD_REQUESTS", "200"))
 CONCURRENCY, WARMUP, PARTS = 8, 16, 10
 LEAK_MIB_PER_REQUEST = 0.1
+# RSS read twice without a leak moves by up to ~1 MiB (measured: -2 to +1 MiB per 20 requests once flat), which a
+# tenth of CI's 64 requests (6-7) would read as 0.15 MiB per request; so a tenth may grow by this much at least
+RSS_NOISE_MIB = 1.0
 
 
 def rss_mib(pid: int) -> float:
@@ -64,5 +67,5 @@ def test_200_requests_at_8_concurrent(client, tiny_en_server, speech_clips, near
           f"p95 {np.percentile(latencies, 95):.2f} s, max {latencies.max():.2f} s; "
           f"server RSS after each tenth {' '.join(f'{m:.0f}' for m in rss)} MiB; {health['requests']} requests in "
           f"{health['model_calls']} model calls (largest {health['largest_call']})")
-    per_request = (np.diff(rss) / np.diff(bounds))[3:]
-    assert np.median(per_request) < LEAK_MIB_PER_REQUEST, f"server RSS grows in most tenths of the requests: {rss} MiB"
+    allowed = np.maximum(LEAK_MIB_PER_REQUEST * np.diff(bounds), RSS_NOISE_MIB)
+    assert np.median((np.diff(rss) - allowed)[3:]) < 0, f"server RSS grows in most tenths of the requests: {rss} MiB"
