@@ -10,8 +10,8 @@ only MALLOC_ARENA_MAX=2 (1012 -> 1228 -> 1351 MiB); with both settings it stayed
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import platform
 
 # mallopt's parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
@@ -21,12 +21,9 @@ SETTINGS = {M_ARENA_MAX: ("MALLOC_ARENA_MAX", 2), M_MMAP_THRESHOLD: ("MALLOC_MMA
 def steady_malloc() -> dict[str, int]:
     """Apply SETTINGS through mallopt where the process runs on glibc, except those its environment already sets
     (the user's choice wins). Returns what was applied, by environment variable name."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return {}
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    if platform.libc_ver()[0] != "glibc":
         return {}  # musl and others: their allocators have neither knob
+    libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them
     applied = {}
     for param, (env, value) in SETTINGS.items():
         if env not in os.environ and libc.mallopt(param, value) == 1:
